@@ -1,0 +1,275 @@
+"""Math answer verification: extract the final answer, decide equivalence, never guess.
+
+Extraction (in this order, on the text after the last ``</think>``, so reasoning inside a
+closed think block is never read as the answer):
+
+1. an ``<answer>...</answer>`` block (the last one) narrows the search to its content; an
+   ``<answer>`` with no closing tag means *no answer*;
+2. of the last ``\\boxed{...}`` (or ``\\fbox{...}``), GSM8K's ``#### N`` and "the answer is ..."
+   (to the end of its sentence), the one stated last in the text;
+3. otherwise the whole text, from which the sympy path takes the last expression.
+
+Equivalence runs on two paths:
+
+* a fast path, in process, for plain numbers: integers and decimals, thousands
+  separators, ``$`` signs, ``a/b`` and ``\\frac{a}{b}``. Both sides are read as exact
+  ``Fraction``s by one anchored regular expression on a string of bounded length, so it
+  cannot hang. It answers only when the answer is certain (equal, or clearly different);
+* the sympy path (math-verify's parser and comparison) for everything else: LaTeX,
+  sets, intervals, tuples, matrices, equations ``x = 3``, inequalities, percentages.
+  It runs in worker processes under a hard limit (`pool.HardTimeoutPool`); an overrun is
+  reported as ``timeout``, a broken reference as ``error``, never as ``wrong``.
+
+Deliberate differences from math-verify are listed in ``bench/verify_math.py``'s output
+and in ``tests/test_math_verifier.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from fractions import Fraction
+from typing import Iterable, Sequence
+
+from verifiers.pool import HardTimeoutPool
+from verifiers.verdict import Status, Verdict
+
+DEFAULT_TIMEOUT = 5.0
+_MAX_FAST_LEN = 64  # the fast path never looks at longer strings
+
+# ---------------------------------------------------------------------------- extraction
+
+
+def _last_braced(text: str, macros: Sequence[str] = ("\\boxed", "\\fbox")) -> str | None:
+    """Content of the last ``\\boxed{...}`` with balanced braces, or None."""
+    best = -1
+    for m in macros:
+        best = max(best, text.rfind(m + "{"), text.rfind(m + " {"))
+    while best >= 0:
+        start = text.index("{", best) + 1
+        depth = 1
+        i = start
+        while i < len(text) and depth:
+            c = text[i]
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+            i += 1
+        if depth == 0:
+            return text[start : i - 1]
+        # unbalanced: try an earlier one
+        nxt = -1
+        for m in macros:
+            nxt = max(nxt, text.rfind(m + "{", 0, best), text.rfind(m + " {", 0, best))
+        best = nxt
+    return None
+
+
+_ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
+
+
+def strip_think(text: str, think_close: str = "</think>") -> str:
+    """The text after the last closing think tag (all of it when there is none)."""
+    k = text.rfind(think_close)
+    return text if k < 0 else text[k + len(think_close) :]
+
+
+def extract_answer(text: str, answer_open: str = "<answer>", answer_close: str = "</answer>") -> tuple[str | None, str, str]:
+    """Return ``(candidate, method, region)``.
+
+    ``candidate`` is the answer string (None if none found), ``method`` how it was found,
+    and ``region`` the text the sympy path should read (the candidate itself, or the
+    region that holds several boxed answers, which math-verify reads as a set).
+    """
+    text = strip_think(text)
+    k = text.rfind(answer_open)
+    if k >= 0:
+        end = text.find(answer_close, k + len(answer_open))
+        if end < 0:
+            return None, "unclosed_answer_tag", ""
+        text = text[k + len(answer_open) : end]
+        if not text.strip():
+            return None, "empty_answer_tag", ""
+        method_prefix = "answer_tag"
+    else:
+        method_prefix = ""
+    # boxed, "####" and "the answer is": the one stated last wins
+    found: list[tuple[int, str, str, str]] = []  # (position, candidate, method, region)
+    boxed = _last_braced(text)
+    if boxed is not None:
+        found.append((max(text.rfind("\\boxed"), text.rfind("\\fbox")), boxed, "boxed", text))
+    k = text.rfind("####")
+    if k >= 0:
+        cand = text[k + 4 :].strip().split("\n", 1)[0].strip()
+        if cand:
+            found.append((k, cand, "####", cand))
+    last = None
+    for last in _ANSWER_IS.finditer(text):
+        pass
+    if last is not None:
+        tail = text[last.end() :].strip()
+        # to the end of the sentence: a period followed by space/newline/end, or a newline
+        m = re.search(r"\.(?:\s|$)|\n", tail)
+        cand = (tail[: m.start()] if m else tail).strip()
+        if cand:
+            found.append((last.start(), cand, "answer_is", cand))
+    if found:
+        _, cand, method, region = max(found, key=lambda f: f[0])
+        return cand, (method_prefix + "+" + method).lstrip("+"), region
+    stripped = text.strip()
+    if not stripped:
+        return None, "empty", ""
+    return stripped, method_prefix or "whole", stripped
+
+
+# ---------------------------------------------------------------------------- fast path
+
+_NUM_RE = re.compile(
+    r"""(?P<sign>[-+−]?)\s*
+        (?:\\\$|\$)?\s*
+        (?:
+          (?P<frac>\\[dt]?frac\{(?P<fn>\d{1,20})\}\{(?P<fd>\d{1,20})\})
+        | (?P<ratio>(?P<rn>\d{1,20})\s*/\s*(?P<rd>\d{1,20}))
+        | (?P<dec>(?:[1-9]\d{0,2}(?:,\d{3})+|\d{1,30})(?:\.\d{1,30})?|\.\d{1,30})
+        )
+        \s*(?:\\\$|\$)?\s*\.?""",
+    re.VERBOSE,
+)
+_WRAPPERS = re.compile(r"^\s*(?:\$\$|\$|\\\(|\\\[)\s*(.*?)\s*(?:\$\$|\$|\\\)|\\\])\s*\.?\s*$", re.DOTALL)
+
+
+def fast_number(s: str) -> Fraction | None:
+    """Read ``s`` as an exact rational if it is a plain number; otherwise None."""
+    if len(s) > _MAX_FAST_LEN:
+        return None
+    s = s.strip()
+    m = _WRAPPERS.match(s)
+    if m:
+        s = m.group(1)
+    s = s.replace("{,}", ",").replace("\\!", "").replace("\\,", "")
+    if s.startswith("\\boxed{") and s.endswith("}"):
+        s = s[7:-1]
+    m = _NUM_RE.fullmatch(s.strip())
+    if not m:
+        return None
+    if m.group("frac"):
+        num, den = int(m.group("fn")), int(m.group("fd"))
+    elif m.group("ratio"):
+        num, den = int(m.group("rn")), int(m.group("rd"))
+    else:
+        num, den = Fraction(m.group("dec").replace(",", "")), 1
+    if den == 0:
+        return None
+    value = Fraction(num) / den
+    return -value if m.group("sign") in ("-", "−") else value
+
+
+def _fast_compare(cand: str, gold: str, precision: int) -> Status | None:
+    p, g = fast_number(cand), fast_number(gold)
+    if p is None or g is None:
+        return None
+    if p == g:
+        return Status.CORRECT
+    # a rounded decimal may still be accepted at `precision` digits: let sympy decide those
+    if abs(p - g) <= Fraction(1, 10 ** max(precision - 1, 0)) * max(1, abs(g)):
+        return None
+    return Status.WRONG
+
+
+# ---------------------------------------------------------------------------- verifier
+
+
+class MathVerifier:
+    """Score completions against reference answers.
+
+    Args:
+        timeout: hard wall-clock limit in seconds for one sympy check.
+        workers: worker processes for the sympy path (default: CPU count).
+        precision: decimal places to which numbers are compared (math-verify's float_rounding).
+        strict: variables and functions must match by name (``f(x)`` is not ``f(y)``).
+        allow_set_relation_comp: let ``x \\in [a, b]`` equal ``a <= x <= b``.
+        fast_path: use the in-process exact path for plain numbers (on by default).
+    """
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, workers: int | None = None, precision: int = 6,
+                 strict: bool = True, allow_set_relation_comp: bool = False, fast_path: bool = True):
+        if not (timeout and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        self.timeout = float(timeout)
+        self.workers = workers
+        self.precision = int(precision)
+        self.strict = bool(strict)
+        self.set_relation = bool(allow_set_relation_comp)
+        self.fast_path = fast_path
+
+    @property
+    def pool(self) -> HardTimeoutPool:
+        return _shared_pool(self.workers or os.cpu_count() or 1, self.timeout)
+
+    def verify(self, completion: str, reference: str) -> Verdict:
+        return self.verify_batch([completion], [reference])[0]
+
+    def verify_batch(self, completions: Sequence[str], references: Sequence[str]) -> list[Verdict]:
+        if len(completions) != len(references):
+            raise ValueError(f"got {len(completions)} completions but {len(references)} references")
+        out: list[Verdict | None] = [None] * len(completions)
+        slow: list[int] = []
+        slow_args: list[tuple] = []
+        for i, (c, r) in enumerate(zip(completions, references)):
+            if not isinstance(c, str) or not isinstance(r, str):
+                bad = "completion" if not isinstance(c, str) else "reference"
+                val = c if bad == "completion" else r
+                out[i] = Verdict(Status.ERROR, 0.0, None, {"error": f"{bad} must be a string, got {type(val).__name__}"})
+                continue
+            cand, method, region = extract_answer(c)
+            if cand is None:
+                out[i] = Verdict(Status.NO_ANSWER, 0.0, None, {"method": method})
+                continue
+            if self.fast_path:
+                status = _fast_compare(cand, r, self.precision)
+                if status is not None:
+                    out[i] = Verdict(status, 1.0 if status is Status.CORRECT else 0.0, cand.strip(), {"method": method, "path": "fast"})
+                    continue
+            slow.append(i)
+            slow_args.append((region, r, self.precision, self.strict, self.set_relation))
+        if slow:
+            for i, (kind, value) in zip(slow, self.pool.map(slow_args, timeout=self.timeout)):
+                method = extract_answer(completions[i])[1]
+                if kind == "ok":
+                    status, extracted, note = value
+                    st = Status(status)
+                    details = {"method": method, "path": "sympy"}
+                    if st is Status.ERROR:
+                        details["error"] = note
+                    out[i] = Verdict(st, 1.0 if st is Status.CORRECT else 0.0, extracted, details)
+                elif kind == "timeout":
+                    out[i] = Verdict(Status.TIMEOUT, 0.0, None, {"method": method, "path": "sympy", "timeout_s": value})
+                else:
+                    out[i] = Verdict(Status.ERROR, 0.0, None, {"method": method, "path": "sympy", "error": value})
+        return out  # type: ignore[return-value]
+
+    __call__ = verify
+
+
+_POOLS: dict[int, HardTimeoutPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _shared_pool(workers: int, timeout: float) -> HardTimeoutPool:
+    with _POOLS_LOCK:
+        if workers not in _POOLS:  # one pool per worker count; the limit is passed per call
+            _POOLS[workers] = HardTimeoutPool("verifiers._math_worker:check", workers=workers, timeout=timeout)
+        return _POOLS[workers]
+
+
+def verify_math(completion: str, reference: str, **options) -> Verdict:
+    """One-off check: ``verify_math("... \\\\boxed{42}", "42").status == Status.CORRECT``."""
+    return MathVerifier(**options).verify(completion, reference)
+
+
+def verify_math_batch(completions: Iterable[str], references: Iterable[str], **options) -> list[Verdict]:
+    return MathVerifier(**options).verify_batch(list(completions), list(references))
