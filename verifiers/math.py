@@ -166,7 +166,16 @@ def fast_number(s: str) -> Fraction | None:
     return -value if m.group("sign") in ("-", "−") else value
 
 
+_LONG_INT = re.compile(r"\s*([-+]?)0*(\d+)\s*")
+
+
 def _fast_compare(cand: str, gold: str, precision: int) -> Status | None:
+    if len(cand) > _MAX_FAST_LEN:  # a very long integer: compare digit strings, no int() of it
+        m, g = _LONG_INT.fullmatch(cand), fast_number(gold)
+        if m is None or g is None:
+            return None
+        p_str = ("-" if m.group(1) == "-" and m.group(2) != "0" else "") + m.group(2)
+        return Status.CORRECT if g.denominator == 1 and p_str == str(g.numerator) else Status.WRONG
     p, g = fast_number(cand), fast_number(gold)
     if p is None or g is None:
         return None
@@ -179,6 +188,34 @@ def _fast_compare(cand: str, gold: str, precision: int) -> Status | None:
 
 
 # ---------------------------------------------------------------------------- verifier
+
+_MAX_REGION = 4000  # the sympy path reads at most this many characters of a free-form text
+_MAX_BOXED = 20
+
+
+def _sympy_payload(cand: str, method: str, region: str) -> tuple[str, bool]:
+    """What the sympy path reads: ``(text, is_bare_answer)``."""
+    if method.endswith("boxed"):
+        n = region.count("\\boxed") + region.count("\\fbox")
+        if n <= 1:
+            return "\\boxed{" + cand + "}", False
+        # several boxed answers: math-verify reads them together, as a set
+        boxes, rest = [], region
+        while len(boxes) < _MAX_BOXED:
+            b = _last_braced(rest)
+            if b is None:
+                break
+            boxes.append("\\boxed{" + b + "}")
+            rest = rest[: max(rest.rfind("\\boxed"), rest.rfind("\\fbox"))]
+        return ", ".join(reversed(boxes)), False
+    if method == "whole":
+        return region[-_MAX_REGION:], False
+    return cand[-_MAX_REGION:], True
+
+
+def _short(s: str | None, limit: int = 200) -> str | None:
+    """Verdicts keep at most `limit` characters of what was extracted."""
+    return s if s is None or len(s) <= limit else s[:limit] + f"...[{len(s) - limit} more]"
 
 
 class MathVerifier:
@@ -225,17 +262,23 @@ class MathVerifier:
                 val = c if bad == "completion" else r
                 out[i] = Verdict(Status.ERROR, 0.0, None, {"error": f"{bad} must be a string, got {type(val).__name__}"})
                 continue
+            if not r.strip():
+                out[i] = Verdict(Status.ERROR, 0.0, None, {"error": "empty reference answer: the task has no gold answer"})
+                continue
             cand, method, region = extract_answer(c)
             if cand is None:
                 out[i] = Verdict(Status.NO_ANSWER, 0.0, None, {"method": method})
                 continue
-            if self.fast_path:
+            # several boxed answers are read as a set by the sympy path: no fast path for those
+            if self.fast_path and (method != "boxed" or region.count("\\boxed") + region.count("\\fbox") <= 1):
                 status = _fast_compare(cand, r, self.precision)
                 if status is not None:
-                    out[i] = Verdict(status, 1.0 if status is Status.CORRECT else 0.0, cand.strip(), {"method": method, "path": "fast"})
+                    out[i] = Verdict(status, 1.0 if status is Status.CORRECT else 0.0, _short(cand.strip()),
+                                     {"method": method, "path": "fast"})
                     continue
             slow.append(i)
-            slow_args.append((region, r, self.precision, self.strict, self.set_relation))
+            payload, is_answer = _sympy_payload(cand, method, region)
+            slow_args.append((payload, r, self.precision, self.strict, self.set_relation, is_answer))
         if slow:
             for i, (kind, value) in zip(slow, self.pool.map(slow_args, timeout=self.timeout)):
                 method = extract_answer(completions[i])[1]
@@ -245,7 +288,7 @@ class MathVerifier:
                     details = {"method": method, "path": "sympy"}
                     if st is Status.ERROR:
                         details["error"] = note
-                    out[i] = Verdict(st, 1.0 if st is Status.CORRECT else 0.0, extracted, details)
+                    out[i] = Verdict(st, 1.0 if st is Status.CORRECT else 0.0, _short(extracted), details)
                 elif kind == "timeout":
                     out[i] = Verdict(Status.TIMEOUT, 0.0, None, {"method": method, "path": "sympy", "timeout_s": value})
                 else:

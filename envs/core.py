@@ -1,0 +1,218 @@
+"""The text-task contract: `Task` records and the `TextEnv` Gymnasium base.
+
+One episode is one task: ``reset`` poses it (the observation is the prompt, as text or
+chat messages), ``step(completion)`` scores the model's answer and terminates.
+Multi-turn environments override ``step`` to return a next observation instead.
+Environments know nothing of models, chat templates or algorithms, and import no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from typing import Any, Literal, Sequence, Union
+
+import gymnasium
+from verifiers.rewards import RewardResult, Rubric
+
+Message = dict[str, str]
+Prompt = Union[str, list[Message]]
+SPLITS = ("train", "heldout")
+FORMAT_INSTRUCTION = ("Think step by step inside <think> </think>, then give only the final answer "
+                      "inside <answer> </answer>.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One task. ``reference`` is what the verifier compares against (an answer, or tests)."""
+
+    id: str
+    prompt: str
+    reference: Any
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def solution(self) -> str | None:
+        """A worked solution (reasoning steps), when the source can write one."""
+        return self.metadata.get("solution")
+
+
+class EnvError(ValueError):
+    """Bad use of an environment (wrong option, step before reset, ...)."""
+
+
+def item_rng(source: str, seed: int, split: str, index: int, attempt: int = 0) -> random.Random:
+    """Randomness for one item, derived by hashing (source, seed, split, index, attempt).
+
+    Unlike ``Random(seed + index)``, nearby seeds and indices give unrelated streams:
+    seed 1 item 0 is not seed 0 item 1.
+    """
+    key = f"{source}\x1f{seed}\x1f{split}\x1f{index}\x1f{attempt}".encode()
+    return random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big"))
+
+
+def content_split(text: str, heldout_fraction: float = 0.1) -> str:
+    """The split a problem belongs to, decided by a hash of its text alone.
+
+    A procedural source only emits a problem in the split this function names, so the
+    train and held-out splits can never share a problem, whatever the seeds and indices.
+    """
+    h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+    return "heldout" if (h % 10_000) < heldout_fraction * 10_000 else "train"
+
+
+class TaskSource:
+    """A reproducible sequence of tasks: ``task(index, split)`` is a pure function of
+    (source name, seed, split, index)."""
+
+    name: str = "source"
+    seed: int = 0
+
+    def task(self, index: int, split: str = "train") -> Task:
+        raise NotImplementedError
+
+    def size(self, split: str = "train") -> int | None:
+        """Number of distinct items, or None for an unbounded procedural source."""
+        return None
+
+    def tasks(self, n: int, split: str = "train", start: int = 0) -> list[Task]:
+        return [self.task(i, split) for i in range(start, start + n)]
+
+
+class TextSpace(gymnasium.Space):
+    """Any Python string of at most ``max_length`` characters."""
+
+    def __init__(self, max_length: int = 1_000_000, seed: int | None = None):
+        super().__init__(shape=None, dtype=None, seed=seed)
+        self.max_length = max_length
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and len(x) <= self.max_length
+
+    def sample(self, mask: Any = None, probability: Any = None) -> str:
+        n = int(self.np_random.integers(0, 32))
+        return "".join(chr(int(c)) for c in self.np_random.integers(32, 127, size=n))
+
+    def __repr__(self) -> str:
+        return f"TextSpace(max_length={self.max_length})"
+
+
+class PromptSpace(TextSpace):
+    """A prompt: a string, or chat messages (a list of {"role", "content"} dicts)."""
+
+    def contains(self, x: Any) -> bool:
+        if isinstance(x, list):
+            return all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in x)
+        return super().contains(x)
+
+    def __repr__(self) -> str:
+        return "PromptSpace()"
+
+
+class TextEnv(gymnasium.Env):
+    """Base of every text environment.
+
+    Args:
+        source: where tasks come from.
+        rubric: how a completion is scored (weighted parts; the first part is correctness).
+        split: ``"train"`` or ``"heldout"``: which tasks ``reset`` draws.
+        prompt_format: ``"chat"`` (a list of messages) or ``"text"`` (the bare question).
+        system_prompt: prepended as a system message in chat format (None: no system message).
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, source: TaskSource, rubric: Rubric, *, split: str = "train",
+                 prompt_format: Literal["chat", "text"] = "chat", system_prompt: str | None = None,
+                 render_mode: str | None = None):
+        if split not in SPLITS:
+            raise EnvError(f"split must be one of {SPLITS}, got {split!r}")
+        if prompt_format not in ("chat", "text"):
+            raise EnvError(f"prompt_format must be 'chat' or 'text', got {prompt_format!r}")
+        if render_mode not in (None, "ansi"):
+            raise EnvError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.source = source
+        self.rubric = rubric
+        self.split = split
+        self.prompt_format = prompt_format
+        self.system_prompt = system_prompt
+        self.render_mode = render_mode
+        self.observation_space = PromptSpace()
+        self.action_space = TextSpace()
+        self._task: Task | None = None
+        self._last: tuple[str, RewardResult] | None = None
+
+    # ---------------------------------------------------------------- prompts and gold
+
+    def prompt_of(self, task: Task) -> Prompt:
+        if self.prompt_format == "text":
+            return task.prompt
+        msgs: list[Message] = []
+        if self.system_prompt:
+            msgs.append({"role": "system", "content": self.system_prompt})
+        msgs.append({"role": "user", "content": task.prompt})
+        return msgs
+
+    def gold_completion(self, task: Task) -> str:
+        """A completion that states the reference answer in the expected format."""
+        steps = task.solution or ""
+        return f"<think>\n{steps}\n</think>\n<answer>{task.reference}</answer>"
+
+    def tasks(self, n: int, split: str | None = None, start: int = 0) -> list[Task]:
+        return self.source.tasks(n, split or self.split, start)
+
+    # ---------------------------------------------------------------- gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Prompt, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"index", "split", "task"}
+        if unknown:
+            raise EnvError(f"unknown reset option(s) {sorted(unknown)}; valid: 'index', 'split', 'task'")
+        if "task" in options:
+            task = options["task"]
+            if not isinstance(task, Task):
+                raise EnvError(f"options['task'] must be a Task, got {type(task).__name__}")
+        else:
+            split = options.get("split", self.split)
+            if split not in SPLITS:
+                raise EnvError(f"split must be one of {SPLITS}, got {split!r}")
+            if "index" in options:
+                index = int(options["index"])
+            else:
+                size = self.source.size(split)
+                index = int(self.np_random.integers(0, size if size else 2**31 - 1))
+            task = self.source.task(index, split)
+        self._task = task
+        self._last = None
+        return self.prompt_of(task), {"task_id": task.id, "task": task}
+
+    def step(self, action: str) -> tuple[Prompt, float, bool, bool, dict[str, Any]]:
+        if self._task is None:
+            raise EnvError("step() called before reset(); call env.reset() to pose a task first")
+        if not isinstance(action, str):
+            raise EnvError(f"the action must be the completion text (str), got {type(action).__name__}")
+        task = self._task
+        result = self.score_batch([action], [task])[0]
+        self._task = None  # one task, one answer
+        self._last = (action, result)
+        info = {"task_id": task.id, "verdict": next(iter(result.verdicts.values()), None),
+                "verdicts": result.verdicts, "reward_parts": result.parts}
+        return self.prompt_of(task), float(result.reward), True, False, info
+
+    def score_batch(self, completions: Sequence[str], tasks: Sequence[Task]) -> list[RewardResult]:
+        """Score many completions at once (sympy checks run in parallel worker processes)."""
+        if len(completions) != len(tasks):
+            raise EnvError(f"got {len(completions)} completions for {len(tasks)} tasks")
+        return self.rubric.score(list(completions), [t.reference for t in tasks],
+                                 prompts=[t.prompt for t in tasks], answer=[t.reference for t in tasks])
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        if self._last is None:
+            return f"task: {self._task.prompt if self._task else '(none)'}"
+        action, result = self._last
+        return f"completion: {action}\nreward: {result.reward:.3f} {result.parts}"
+

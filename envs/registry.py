@@ -1,0 +1,118 @@
+"""Finding environments by name: short aliases, Gymnasium ids, entry points, ``module:Class``.
+
+``make(name, **kwargs)`` accepts, in this order:
+
+1. ``package.module:ClassName`` (or ``:factory``): imported and called with the kwargs;
+2. a short alias (``math``, ``gsm8k``, ...), ours or one a third-party package declares in
+   the ``rlvr_gym.envs`` entry-point group (``mytask = "my_pkg.env:MyEnv"``);
+3. any id registered with Gymnasium (``rlvr/Math-v0``).
+
+An unknown name raises `UnknownEnvError` listing the nearest names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import gymnasium
+
+from envs.core import EnvError, TextEnv
+
+ENTRY_POINT_GROUP = "rlvr_gym.envs"
+
+# our environments: gymnasium id -> entry point, and the short aliases
+ENVS = {
+    "rlvr/Math-v0": "envs.math_procedural:MathEnv",
+    "rlvr/GSM8K-v0": "envs.math_dataset:DatasetMathEnv",
+}
+ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0"}
+
+
+class UnknownEnvError(EnvError, KeyError):
+    """No environment has this name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def register_envs() -> None:
+    """Register ours with Gymnasium (idempotent). Called when `envs` is imported."""
+    for env_id, entry in ENVS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point=entry, disable_env_checker=True, order_enforce=False)
+
+
+def register(alias: str, env_id: str, entry_point: str | Callable[..., Any]) -> None:
+    """Add an environment at runtime: ``register("mytask", "me/MyTask-v0", MyEnv)``."""
+    if env_id not in gymnasium.registry:
+        gymnasium.register(id=env_id, entry_point=entry_point, disable_env_checker=True, order_enforce=False)
+    ALIASES[alias] = env_id
+
+
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _import_ref(ref: str) -> Callable[..., Any]:
+    module, _, attr = ref.partition(":")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as e:
+        raise UnknownEnvError(f"cannot import module {module!r} for environment {ref!r}: {e}") from e
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            near = difflib.get_close_matches(part, names, n=3)
+            raise UnknownEnvError(f"module {module!r} has no {part!r}" + (f"; did you mean {near}?" if near else ""))
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UnknownEnvError(f"{ref!r} is not a class or factory (got {type(obj).__name__})")
+    return obj
+
+
+def known_names() -> list[str]:
+    return sorted(set(ALIASES) | set(_plugins()) | set(gymnasium.registry))
+
+
+def resolve(name: str) -> Callable[..., Any]:
+    """A callable that builds the environment named ``name`` from keyword options."""
+    if not isinstance(name, str) or not name:
+        raise UnknownEnvError(f"environment name must be a non-empty string, got {name!r}")
+    if ":" in name and "/" not in name.split(":", 1)[0]:
+        return _import_ref(name)
+    if name in ALIASES:
+        env_id = ALIASES[name]
+        return lambda **kw: gymnasium.make(env_id, **kw)
+    plugins = _plugins()
+    if name in plugins:
+        obj = plugins[name].load()
+        if isinstance(obj, str):  # the entry point names a gymnasium id
+            return lambda **kw: gymnasium.make(obj, **kw)
+        return obj
+    if name in gymnasium.registry:
+        return lambda **kw: gymnasium.make(name, **kw)
+    near = difflib.get_close_matches(name, known_names(), n=5, cutoff=0.4)
+    near += [n for n in known_names() if name.lower() in n.lower() and n not in near][:3]
+    hint = f" Did you mean: {', '.join(near)}?" if near else ""
+    raise UnknownEnvError(f"unknown environment {name!r}.{hint} Known short names: {', '.join(sorted(ALIASES))}; "
+                          f"or give a registered id or 'package.module:ClassName'.")
+
+
+def make(name: str, **kwargs: Any) -> TextEnv:
+    """Build an environment by alias, Gymnasium id, entry point or ``module:Class``."""
+    env = resolve(name)(**kwargs)
+    base = getattr(env, "unwrapped", env)
+    if not isinstance(base, TextEnv):
+        raise EnvError(f"{name!r} built a {type(base).__name__}, which is not an envs.TextEnv subclass")
+    return env
+
+
+def canonical_name(name: str) -> str:
+    """A short, file-name-safe label for run folders: ``rlvr/Math-v0`` -> ``math``."""
+    for alias, env_id in ALIASES.items():
+        if name in (alias, env_id):
+            return alias
+    return name.replace("/", "_").replace(":", "_").replace(".", "_")

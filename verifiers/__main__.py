@@ -1,0 +1,131 @@
+"""Batch verification from the command line.
+
+    python -m verifiers math  [FILE|-] [--workers N] [--timeout S] [--precision P]
+    python -m verifiers format [FILE|-] [--mode soft|strict]
+
+Reads JSON lines (``{"completion": ..., "answer": ...}``, other fields kept) and writes
+one JSON line per input line, in order, to standard output, adding ``status``,
+``score``, ``extracted`` and ``details``. A line that is not valid JSON, or lacks a
+field, gets ``"status": "error"`` with the line number in ``details.error``; the other
+lines are still verified. A summary of the statuses goes to standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from typing import Any, Iterator, TextIO
+
+CHUNK = 512  # lines verified together (in parallel), then written
+
+
+def _read(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    for lineno, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield lineno, None, f"line {lineno}: invalid JSON ({e.msg} at column {e.colno})"
+            continue
+        if not isinstance(obj, dict):
+            yield lineno, None, f"line {lineno}: expected a JSON object, got {type(obj).__name__}"
+            continue
+        yield lineno, obj, None
+
+
+def _verify_chunk(kind: str, verifier: Any, chunk: list, required: tuple[str, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any] | None] = [None] * len(chunk)
+    todo = []
+    for i, (lineno, obj, err) in enumerate(chunk):
+        if err is None:
+            missing = [k for k in required if k not in obj]
+            bad_type = [k for k in required if k in obj and not isinstance(obj[k], (str, int, float))]
+            if missing:
+                err = f"line {lineno}: missing field(s) {missing}; each line needs {list(required)}"
+            elif bad_type:
+                err = f"line {lineno}: field(s) {bad_type} must be strings"
+        if err is not None:
+            base = obj if isinstance(obj, dict) else {"line": lineno}
+            out[i] = {**base, "status": "error", "score": 0.0, "extracted": None, "details": {"error": err}}
+            print(f"warning: {err}", file=sys.stderr)
+        else:
+            todo.append(i)
+    if todo:
+        completions = [str(chunk[i][1]["completion"]) for i in todo]
+        if kind == "math":
+            verdicts = verifier.verify_batch(completions, [str(chunk[i][1]["answer"]) for i in todo])
+        else:
+            verdicts = verifier.verify_batch(completions)
+        for i, v in zip(todo, verdicts):
+            out[i] = {**chunk[i][1], **v.to_dict()}
+    return out  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m verifiers", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="kind", required=True, metavar="{math,format,code}")
+    pm = sub.add_parser("math", help="final-answer equivalence; lines need 'completion' and 'answer'")
+    pm.add_argument("file", nargs="?", default="-", help="JSON lines file, or - for standard input (default)")
+    pm.add_argument("--workers", type=int, default=None, help="worker processes for sympy checks (default: CPU count)")
+    pm.add_argument("--timeout", type=float, default=5.0, help="hard limit in seconds per check (default 5)")
+    pm.add_argument("--precision", type=int, default=6, help="decimal places for numeric comparison (default 6)")
+    pf = sub.add_parser("format", help="<think>...</think><answer>...</answer> structure; lines need 'completion'")
+    pf.add_argument("file", nargs="?", default="-")
+    pf.add_argument("--mode", choices=("soft", "strict"), default="soft")
+    pc = sub.add_parser("code", help="run programs against tests in the sandbox; lines need 'completion' and the "
+                                     "problem's fields (prompt, test, entry_point for HumanEval)")
+    pc.add_argument("file", nargs="?", default="-")
+    pc.add_argument("--backend", default="docker", help="docker (default), bwrap or unsafe-process")
+    pc.add_argument("--timeout", type=float, default=10.0, help="wall-clock limit per program in seconds")
+    pc.add_argument("--partial", action="store_true", help="score the fraction of tests passed")
+    args = parser.parse_args(argv)
+
+    if args.kind == "math":
+        from verifiers.math import MathVerifier
+
+        try:
+            verifier: Any = MathVerifier(timeout=args.timeout, workers=args.workers, precision=args.precision)
+        except ValueError as e:
+            parser.error(str(e))
+        required: tuple[str, ...] = ("completion", "answer")
+    elif args.kind == "format":
+        from verifiers.format import FormatVerifier
+
+        verifier, required = FormatVerifier(args.mode), ("completion",)
+    else:
+        from verifiers.code import cli_verifier
+
+        verifier, required = cli_verifier(args), ("completion",)
+        args.kind = "code"
+
+    try:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    except OSError as e:
+        parser.error(f"cannot read {args.file!r}: {e.strerror}")
+    counts: collections.Counter[str] = collections.Counter()
+    chunk: list = []
+
+    def flush() -> None:
+        for row in _verify_chunk(args.kind, verifier, chunk, required):
+            counts[row["status"]] += 1
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        chunk.clear()
+
+    with stream:
+        for item in _read(stream):
+            chunk.append(item)
+            if len(chunk) >= CHUNK:
+                flush()
+        if chunk:
+            flush()
+    print("verified " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
