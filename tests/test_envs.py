@@ -1,0 +1,217 @@
+import json
+import sys
+import warnings
+from fractions import Fraction
+
+import gymnasium
+import pytest
+
+import envs
+from envs import EnvCheckError, MathEnv, ProceduralMath, Task, UnknownEnvError, check_env, item_rng
+from verifiers import Status
+
+# every registered environment, with the options it needs offline
+ENV_KWARGS = {"rlvr/Math-v0": {}, "rlvr/GSM8K-v0": "gsm8k"}
+
+
+def _kwargs(env_id, gsm8k_path):
+    kw = ENV_KWARGS[env_id]
+    return {"path": gsm8k_path} if kw == "gsm8k" else dict(kw)
+
+
+def test_every_registered_env_is_in_this_test():
+    ours = sorted(i for i in gymnasium.registry if i.startswith("rlvr/"))
+    assert ours == sorted(ENV_KWARGS), "add the new environment to ENV_KWARGS so check_env runs on it"
+
+
+@pytest.mark.parametrize("env_id", sorted(ENV_KWARGS))
+def test_check_env_on_every_registered_env(env_id, gsm8k_path):
+    check_env(gymnasium.make(env_id, **_kwargs(env_id, gsm8k_path)))
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3, 4, 5])
+def test_check_env_every_difficulty(difficulty):
+    check_env(envs.make("math", difficulty=difficulty))
+
+
+def test_check_env_catches_a_broken_env():
+    class Broken(MathEnv):
+        def gold_completion(self, task):
+            return "<think></think><answer>nope</answer>"
+
+    with pytest.raises(EnvCheckError, match="gold completion"):
+        check_env(Broken())
+
+    class Noisy(MathEnv):
+        def reset(self, *, seed=None, options=None):
+            warnings.warn("noise")
+            return super().reset(seed=seed, options=options)
+
+    with pytest.raises(EnvCheckError, match="warning"):
+        check_env(Noisy())
+
+
+def test_item_rng_seeds_do_not_overlap():
+    a = [item_rng("s", 0, "train", i).random() for i in range(1000)]
+    b = [item_rng("s", 1, "train", i).random() for i in range(1000)]
+    assert not set(a) & set(b)
+    assert item_rng("s", 1, "train", 0).random() != item_rng("s", 0, "train", 1).random()
+    src0, src1 = ProceduralMath(4, seed=0), ProceduralMath(4, seed=1)
+    assert src0.task(1).prompt != src1.task(0).prompt
+
+
+def test_tasks_are_reproducible_and_splits_disjoint():
+    s = ProceduralMath(3, seed=7)
+    assert [t.prompt for t in s.tasks(50)] == [t.prompt for t in ProceduralMath(3, seed=7).tasks(50)]
+    train = {t.prompt for seed in range(3) for t in ProceduralMath(3, seed=seed).tasks(2000, "train")}
+    held = {t.prompt for seed in range(3) for t in ProceduralMath(3, seed=seed).tasks(500, "heldout")}
+    assert not train & held
+    assert all(envs.content_split(p) == "heldout" for p in held)
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3, 4, 5])
+def test_answers_are_exact_and_solutions_reach_them(difficulty):
+    for t in ProceduralMath(difficulty).tasks(200):
+        assert isinstance(t.reference, str)
+        Fraction(t.reference)  # exact, never a float repr
+        assert t.solution and t.solution.strip().splitlines()
+        last = t.solution.strip().splitlines()[-1]
+        assert last.endswith("=" + t.reference), (t.prompt, t.solution)
+        q = t.prompt.removeprefix("Compute: ")
+        if not q.startswith("Solve"):
+            assert Fraction(eval(q.replace("/", "*Fraction(1)/"), {"Fraction": Fraction})) == Fraction(t.reference)
+        else:
+            lhs, rhs = q.removeprefix("Solve for x: ").split(" = ")
+            x = Fraction(t.reference)
+            assert eval(lhs.replace("x", f"*({x})"), {}) == int(rhs)
+
+
+def test_column_addition_shows_carries():
+    t = next(t for t in ProceduralMath(2).tasks(100) if "carry" in t.solution)
+    assert "carry 1" in t.solution
+
+
+def test_bad_options_raise_clear_errors():
+    with pytest.raises(envs.EnvError, match="difficulty must be an integer from 1 to 5, got 9"):
+        envs.make("math", difficulty=9)
+    with pytest.raises(envs.EnvError, match="split"):
+        envs.make("math", split="test")
+    env = envs.make("math")
+    with pytest.raises(envs.EnvError, match="before reset"):
+        env.step("x")
+    env.reset(seed=0)
+    with pytest.raises(envs.EnvError, match="completion text"):
+        env.step(42)
+    with pytest.raises(envs.EnvError, match="unknown reset option"):
+        env.reset(options={"idx": 1})
+
+
+def test_step_info_holds_verdict_and_parts():
+    env = envs.make("math", format_weight=0.5)
+    obs, info = env.reset(seed=3)
+    task = info["task"]
+    assert obs[-1] == {"role": "user", "content": task.prompt}
+    _, r, term, trunc, info = env.step(f"<answer>{task.reference}</answer>")
+    assert (term, trunc) == (True, False)
+    assert info["verdict"].status is Status.CORRECT
+    assert info["reward_parts"] == {"correct": 1.0, "format": 0.0}
+    assert r == pytest.approx(1 / 1.5)
+
+
+def test_text_prompt_format_and_index_option():
+    env = envs.make("math", prompt_format="text")
+    obs, info = env.reset(options={"index": 5, "split": "heldout"})
+    assert obs == ProceduralMath(2).task(5, "heldout").prompt
+    assert info["task_id"].startswith("math-d2/heldout/")
+
+
+def test_gsm8k_loader_local_and_file(gsm8k_path, tmp_path):
+    env = envs.make("gsm8k", path=gsm8k_path)
+    t = env.tasks(1)[0]
+    assert t.reference == "72" or t.reference.lstrip("-").isdigit()
+    assert "<<" not in t.solution
+    assert env.unwrapped.source.size("heldout") == 1319
+    train = {env.unwrapped.source.task(i, "train").prompt for i in range(7473)}
+    held = {env.unwrapped.source.task(i, "heldout").prompt for i in range(1319)}
+    assert len(train & held) <= 1  # GSM8K's own splits (one known duplicate question across them, if any)
+    f = tmp_path / "mine.jsonl"
+    f.write_text(json.dumps({"question": "1+1?", "answer": "1+1=<<1+1=2>>2\n#### 2"}) + "\n")
+    e2 = envs.make("gsm8k", path=str(f), heldout_split="train")
+    assert e2.tasks(1, "heldout")[0].reference == "2"
+
+
+def test_math_format_loader(tmp_path):
+    rows = [{"problem": "What is $\\frac{1}{2}+\\frac{1}{4}$?", "solution": "We add: $\\boxed{\\frac{3}{4}}$.",
+             "level": "Level 1", "type": "Algebra"},
+            {"problem": "Solve $x^2=4$, $x>0$.", "solution": "So $x=\\boxed{2}$.", "level": "Level 2", "type": "Algebra"}]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "test.jsonl").write_text(json.dumps({**rows[1], "problem": "Solve $x^2=9$, $x>0$.",
+                                                     "solution": "$x=\\boxed{3}$"}))
+    env = envs.make("gsm8k", path=str(tmp_path), format="math")
+    t = env.tasks(1)[0]
+    assert t.reference == "\\frac{3}{4}" and t.metadata["level"] == "Level 1"
+    assert env.score_batch(["The sum is \\boxed{0.75}"], [t])[0].parts["correct"] == 1.0
+    check_env(env)
+
+
+def test_dataset_errors_name_the_fix(tmp_path, gsm8k_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text(json.dumps({"q": "x", "a": "y"}) + "\n")
+    env = envs.make("gsm8k", path=str(f), heldout_split="train")
+    with pytest.raises(envs.EnvError, match="question_key"):
+        env.tasks(1)
+    with pytest.raises(envs.EnvError, match="format must be one of"):
+        envs.make("gsm8k", path=gsm8k_path, format="mmlu")
+
+
+# ------------------------------------------------------------------------- registry
+
+
+def test_names_alias_id_and_module_class():
+    assert isinstance(envs.make("math").unwrapped, MathEnv)
+    assert isinstance(envs.make("rlvr/Math-v0").unwrapped, MathEnv)
+    assert isinstance(envs.make("envs.math_procedural:MathEnv", difficulty=1).unwrapped, MathEnv)
+
+
+def test_unknown_names_suggest_nearest():
+    with pytest.raises(UnknownEnvError, match=r"unknown environment 'mth'.*Did you mean: math"):
+        envs.make("mth")
+    with pytest.raises(UnknownEnvError, match="rlvr/Math-v0"):
+        envs.make("rlvr/Maths-v0")
+    with pytest.raises(UnknownEnvError, match="has no 'MathEnvv'; did you mean"):
+        envs.make("envs.math_procedural:MathEnvv")
+    with pytest.raises(UnknownEnvError, match="cannot import module"):
+        envs.make("no_such_pkg.mod:Env")
+
+
+def test_third_party_entry_point_found_without_changes_here(tmp_path, monkeypatch):
+    """A real installed-distribution layout on sys.path: importlib.metadata finds its entry point."""
+    pkg = tmp_path / "my_rlvr_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from envs import MathEnv\n"
+        "class TinyAdd(MathEnv):\n"
+        "    def __init__(self, **kw):\n"
+        "        super().__init__(difficulty=1, **kw)\n")
+    dist = tmp_path / "my_rlvr_pkg-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-rlvr-pkg\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[rlvr_gym.envs]\ntinyadd = my_rlvr_pkg:TinyAdd\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = envs.make("tinyadd")
+    assert type(env).__name__ == "TinyAdd" and env.source.difficulty == 1
+    assert "tinyadd" in envs.known_names()
+    check_env(env)
+    sys.modules.pop("my_rlvr_pkg", None)
+
+
+def test_runtime_register():
+    envs.register("addone", "test/AddOne-v0", lambda **kw: MathEnv(difficulty=1, **kw))
+    assert envs.make("addone").source.difficulty == 1
+    assert envs.canonical_name("rlvr/Math-v0") == "math"
+
+
+def test_task_is_frozen():
+    t = Task("a", "p", "1")
+    with pytest.raises(Exception):
+        t.id = "b"  # type: ignore[misc]
