@@ -1,1 +1,85 @@
-"""placeholder"""
+"""Policies: things that generate. Transformers (CPU/GPU), vLLM (GPU), an OpenAI-compatible
+client (evaluation), and the built-in tiny model.
+
+    engine, model, tokenizer = policies.load(PolicyConfig(model="tiny-sft"))
+    rollouts = engine.generate(prompts, SamplingParams(n=8, temperature=1.0))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Literal
+
+from policies.base import Policy, Prompt, Rollout, SamplingParams, truncate_at_stop
+
+
+@dataclasses.dataclass
+class PolicyConfig:
+    model: str = "tiny-sft"
+    """'tiny' (fresh built-in tiny model), 'tiny-sft' (the shipped cold-start checkpoint), a local checkpoint folder, or a hub model name"""
+    engine: Literal["transformers", "vllm", "openai"] = "transformers"
+    """generation engine: transformers (CPU/GPU), vllm (GPU, colocated), openai (any OpenAI-compatible server; evaluation only)"""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, or auto (cuda when available)"""
+    dtype: str = "float32"
+    """float32, bfloat16 or float16 (weights and compute)"""
+    max_batch_size: int = 256
+    """rows (prompts x samples) per generation forward pass"""
+    base_url: str | None = None
+    """engine=openai: the server's URL, e.g. http://localhost:8000/v1"""
+    api_key_env: str = "OPENAI_API_KEY"
+    """engine=openai: the environment variable holding the API key (may be unset for local servers)"""
+    max_concurrency: int = 16
+    """engine=openai: requests in flight at once"""
+    gpu_memory_utilization: float = 0.3
+    """engine=vllm: share of GPU memory vLLM may take (the rest is for training)"""
+    seed: int = 0
+    """seed of the fresh 'tiny' initialisation"""
+
+
+def load_model(cfg: PolicyConfig) -> tuple[Any, Any]:
+    """(model, tokenizer) for ``cfg.model``, on ``cfg.device`` in ``cfg.dtype``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from policies.hf import resolve_device, resolve_dtype
+    from policies.tiny import build_model, resolve_model_path
+
+    device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
+    if cfg.model == "tiny":
+        model, tok = build_model(seed=cfg.seed)
+    else:
+        path = resolve_model_path(cfg.model) or cfg.model
+        if resolve_model_path(cfg.model) and not os.path.isdir(path):
+            raise FileNotFoundError(f"the shipped checkpoint {cfg.model!r} is missing at {path}; reinstall, or rebuild it "
+                                    f"with the command in README.md ('Cold-start checkpoint')")
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except OSError as e:
+            raise FileNotFoundError(
+                f"cannot load model {cfg.model!r}: not a local checkpoint folder and not reachable on the hub ({e}). "
+                f"Use policy.model=tiny-sft (shipped), policy.model=tiny, or a folder with config.json") from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return model.to(device=device, dtype=dtype), tok
+
+
+def load(cfg: PolicyConfig) -> tuple[Policy, Any, Any]:
+    """(engine, model, tokenizer). For engine=openai, model and tokenizer are None."""
+    if cfg.engine == "openai":
+        from policies.openai_client import OpenAIEngine
+
+        return OpenAIEngine.from_config(cfg), None, None
+    model, tok = load_model(cfg)
+    if cfg.engine == "vllm":
+        from policies.vllm_engine import VLLMEngine
+
+        return VLLMEngine.from_config(cfg, model, tok), model, tok
+    from policies.hf import TransformersEngine
+
+    return TransformersEngine(model, tok, max_batch_size=cfg.max_batch_size), model, tok
+
+
+__all__ = ["Policy", "PolicyConfig", "Prompt", "Rollout", "SamplingParams", "load", "load_model", "truncate_at_stop"]

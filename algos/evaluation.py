@@ -1,0 +1,37 @@
+"""Held-out evaluation shared by every algorithm: greedy accuracy and mean reward on a fixed
+set of the environment's held-out tasks (disjoint from training tasks by construction)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.base import SamplingParams
+
+
+def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch_size: int = 256,
+                 temperature: float = 0.0, n: int = 1, seed: int = 0) -> dict[str, float]:
+    """Generate for the first ``n_tasks`` held-out tasks and score them.
+
+    Returns ``accuracy`` (share judged correct), ``mean_reward``, ``format`` (share well formed,
+    where the environment scores format) and the count of verifier errors/timeouts.
+    """
+    base = env.unwrapped
+    tasks = base.tasks(n_tasks, "heldout")
+    params = SamplingParams(n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    correct = reward = fmt = errors = 0.0
+    total = 0
+    for s in range(0, len(tasks), batch_size):
+        chunk = tasks[s:s + batch_size]
+        outs = engine.generate([base.prompt_of(t) for t in chunk], params)
+        flat_tasks = [t for t, rs in zip(chunk, outs) for _ in rs]
+        results = base.score_batch([r.text for rs in outs for r in rs], flat_tasks)
+        for res in results:
+            total += 1
+            v = res.verdicts.get("correct")
+            correct += float(v is not None and v.correct)
+            errors += float(v is not None and v.is_error)
+            reward += res.reward
+            fmt += res.parts.get("format", 0.0)
+    total = max(total, 1)
+    return {"accuracy": correct / total, "mean_reward": reward / total, "format": fmt / total,
+            "verifier_errors": errors, "n": float(total)}

@@ -1,0 +1,250 @@
+"""GRPO for language models with verifiable rewards.
+
+    python -m algos.grpo env=math                          # CPU, the built-in cold-start model
+    python -m algos.grpo env=gsm8k env.path=... policy.model=Qwen/Qwen2.5-0.5B-Instruct policy.engine=vllm
+
+The variant implemented (defaults in brackets):
+
+* per step, ``prompts_per_step`` training tasks [16], ``group_size`` completions each [8],
+  sampled at ``temperature`` [1.0] with per-token logprobs recorded at sampling time;
+* reward = the environment's weighted mean of verifiable parts (correctness, format);
+  truncated completions are masked out of the loss [mask] or penalised;
+* group-relative advantages (Shao et al. 2024, DeepSeekMath) scaled by the group's std
+  [group], by nothing (Dr. GRPO, Liu et al. 2025) or by the batch's std; one advantage per
+  completion, shared by its tokens;
+* groups whose rewards are all equal carry no signal: their share is logged, and with
+  ``dynamic_sampling=true`` more tasks are drawn to refill the batch (DAPO, Yu et al. 2025);
+* ``mu`` [1] clipped policy-gradient updates on the batch, against the sampling-time
+  logprobs, with separate lower/upper clip ranges [0.2 / 0.28, "clip-higher" from DAPO];
+* loss aggregation over tokens of the whole batch [token, DAPO], per sequence (GRPO) or by
+  a constant (Dr. GRPO);
+* optional KL to a frozen reference model with the k3 estimator, off by default (beta=0,
+  and then no reference model is loaded).
+
+Left out: PPO-style value baselines (see algos/ppo.py), entropy bonuses (entropy is logged),
+overlong reward shaping beyond a flat penalty, multi-GPU sharding (run one process per GPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+import time
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from algos import losses
+from algos.common import RunConfig, run_main, reward_metrics, sample_and_score, start
+from algos.evaluation import heldout_eval
+from policies import SamplingParams
+from policies.hf import collate, token_logprobs
+
+
+@dataclasses.dataclass
+class GRPOConfig(RunConfig):
+    steps: int = 300
+    """training steps (one batch of prompts each)"""
+    prompts_per_step: int = 16
+    """training tasks per step"""
+    group_size: int = 8
+    """completions sampled per task (G)"""
+    temperature: float = 1.0
+    """sampling temperature for training rollouts"""
+    top_p: float = 1.0
+    """nucleus sampling for training rollouts"""
+    lr: float = 2e-4
+    """learning rate (AdamW, constant after warmup)"""
+    warmup_steps: int = 5
+    """linear learning-rate warmup"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    grad_clip: float = 1.0
+    """clip the gradient norm to this (0: off)"""
+    mu: int = 1
+    """policy updates per batch; updates after the first are off-policy and use the clipped ratio"""
+    minibatches: int = 1
+    """split each update over this many minibatches (gradient steps per update)"""
+    eps_low: float = 0.2
+    """lower clip range of the ratio (1 - eps_low)"""
+    eps_high: float = 0.28
+    """upper clip range of the ratio (1 + eps_high); > eps_low is DAPO's clip-higher"""
+    beta: float = 0.0
+    """KL(pi || ref) coefficient with the k3 estimator; 0 loads no reference model"""
+    advantage: Literal["group", "none", "batch"] = "group"
+    """advantage scaling: group std (GRPO), none (Dr. GRPO), batch std"""
+    loss_agg: Literal["token", "sequence", "constant"] = "token"
+    """loss aggregation: token (DAPO), sequence (GRPO), constant (Dr. GRPO)"""
+    dynamic_sampling: bool = False
+    """draw more tasks to replace groups whose rewards are all equal (DAPO)"""
+    max_resample_rounds: int = 3
+    """dynamic sampling: at most this many extra rounds of sampling per step"""
+    truncation: Literal["mask", "penalty", "none"] = "mask"
+    """completions that hit max_new_tokens: mask them out of the loss, subtract truncation_penalty, or nothing"""
+    truncation_penalty: float = 0.5
+    """reward subtracted from truncated completions when truncation=penalty"""
+
+
+def _groups(rollouts: list, results: list, cfg: GRPOConfig) -> list[tuple[list, torch.Tensor]]:
+    """Split flat rollouts into groups of G with their rewards (truncation penalty applied)."""
+    G = cfg.group_size
+    out = []
+    for g in range(len(rollouts) // G):
+        ro = rollouts[g * G:(g + 1) * G]
+        r = torch.tensor([x.reward for x in results[g * G:(g + 1) * G]])
+        if cfg.truncation == "penalty":
+            r = r - cfg.truncation_penalty * torch.tensor([x.truncated for x in ro], dtype=torch.float32)
+        out.append((ro, r))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # ------------------------------------------------------------------ setup
+    s = start(GRPOConfig, argv, "grpo")
+    cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
+    base = env.unwrapped
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    if s.optimizer_state is not None:
+        opt.load_state_dict(s.optimizer_state)
+    ref = None
+    if cfg.beta > 0:  # the frozen reference: the starting weights
+        ref = copy.deepcopy(model).eval().requires_grad_(False)
+    position = s.state.get("position", 0)
+    acc_before = s.state.get("heldout_accuracy_before")
+    if acc_before is None:
+        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+        acc_before = ev["accuracy"]
+        run.log(0, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"], "eval/format": ev["format"]})
+        print(f"held-out accuracy before: {acc_before:.1%} ({cfg.heldout_size} tasks)", file=sys.stderr)
+    t_start = time.time() - s.state.get("wall_seconds", 0.0)
+    step = s.step
+    bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="grpo", dynamic_ncols=True)
+    try:
+        for step in bar:
+            t0 = time.time()
+            # -------------------------------------------------------------- rollout
+            params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step)
+            tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)
+            position += cfg.prompts_per_step
+            rollouts, results, _ = sample_and_score(engine, env, tasks, params)
+            groups = _groups(rollouts, results, cfg)
+            # -------------------------------------------------------------- advantages
+            zero_std_frac = sum(float(r.std() == 0) for _, r in groups) / len(groups)
+            metrics = reward_metrics(results, rollouts)
+            metrics["rollout/zero_std_groups"] = zero_std_frac
+            rounds = 0
+            if cfg.dynamic_sampling:  # keep groups with signal; draw more tasks to refill the batch
+                groups = [g for g in groups if g[1].std() > 0]
+                while len(groups) < cfg.prompts_per_step and rounds < cfg.max_resample_rounds:
+                    rounds += 1
+                    extra = base.source.tasks(cfg.prompts_per_step, "train", start=position)
+                    position += cfg.prompts_per_step
+                    ro2, res2, _ = sample_and_score(engine, env, extra, dataclasses.replace(params, seed=params.seed + 7919 * rounds))
+                    groups += [g for g in _groups(ro2, res2, cfg) if g[1].std() > 0]
+                groups = groups[:cfg.prompts_per_step]
+                metrics["rollout/resample_rounds"] = rounds
+            if not groups:  # nothing to learn from this step
+                run.log(step + 1, metrics)
+                continue
+            batch_rollouts = [r for ro, _ in groups for r in ro]
+            batch_rewards_t = torch.stack([r for _, r in groups])
+            adv = losses.group_advantages(batch_rewards_t, cfg.advantage).flatten()
+            batch = collate([r.prompt_ids for r in batch_rollouts], [r.completion_ids for r in batch_rollouts],
+                            tok.pad_token_id).to(model.device)
+            old_logp = torch.zeros_like(batch.completion_mask)
+            for i, r in enumerate(batch_rollouts):
+                old_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs)
+            mask = batch.completion_mask.clone()
+            if cfg.truncation == "mask":
+                mask[torch.tensor([r.truncated for r in batch_rollouts], device=mask.device)] = 0.0
+            adv = adv.to(model.device)
+            ref_logp = None
+            if ref is not None:
+                with torch.no_grad():
+                    ref_logp = token_logprobs(ref, batch)
+            # -------------------------------------------------------------- loss and update
+            model.train()
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            n = batch.input_ids.shape[0]
+            mb = math.ceil(n / cfg.minibatches)
+            stats: dict[str, list[float]] = {"loss/policy": [], "loss/kl": [], "policy/entropy": [], "policy/clip_frac": [],
+                                             "train/grad_norm": []}
+            for _ in range(cfg.mu):
+                for lo in range(0, n, mb):
+                    sl = slice(lo, lo + mb)
+                    sub = dataclasses.replace(batch, input_ids=batch.input_ids[sl], attention_mask=batch.attention_mask[sl],
+                                              completion_mask=batch.completion_mask[sl])
+                    logp, entropy = token_logprobs(model, sub, with_entropy=True)
+                    pg, clipped = losses.clipped_pg_loss(logp, old_logp[sl], adv[sl], cfg.eps_low, cfg.eps_high)
+                    per_token = pg
+                    if ref_logp is not None:
+                        kl = losses.kl_k3(logp, ref_logp[sl])
+                        per_token = per_token + cfg.beta * kl
+                        stats["loss/kl"].append(losses.masked_mean(kl, mask[sl]).item())
+                    loss = losses.aggregate(per_token, mask[sl], cfg.loss_agg, cfg.max_new_tokens)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+                    opt.step()
+                    stats["loss/policy"].append(loss.item())
+                    stats["policy/entropy"].append(losses.masked_mean(entropy.detach(), mask[sl]).item())
+                    stats["policy/clip_frac"].append(losses.masked_mean(clipped, mask[sl]).item())
+                    stats["train/grad_norm"].append(gn.item())
+            if hasattr(engine, "update_weights"):  # vLLM holds its own copy of the weights
+                engine.update_weights(model)
+            # -------------------------------------------------------------- log
+            dt = time.time() - t0
+            n_tokens = sum(len(r.completion_ids) for r in rollouts)
+            metrics.update({k: sum(v) / len(v) for k, v in stats.items() if v})
+            metrics.update({"perf/step_seconds": dt, "perf/tokens_per_second": n_tokens / dt,
+                            "perf/completions_per_second": len(rollouts) / dt, "train/lr": opt.param_groups[0]["lr"]})
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+                metrics.update({"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"], "eval/format": ev["format"]})
+            run.log(step + 1, metrics)
+            if cfg.samples_every and (step + 1) % cfg.samples_every == 0:
+                run.log_samples(step + 1, [{"task_id": t.id, "prompt": t.prompt, "reference": t.reference,
+                                            "completion": r.text, "reward": res.reward, "parts": res.parts,
+                                            "status": res.status, "finish_reason": r.finish_reason}
+                                           for t, r, res in zip([t for t in tasks for _ in range(cfg.group_size)],
+                                                                rollouts, results)][:cfg.group_size * 2])
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
+                            tok_s=f"{metrics['perf/tokens_per_second']:.0f}")
+            state = {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                run.save_checkpoint(step + 1, model, tok, opt, state)
+    except KeyboardInterrupt:
+        bar.close()
+        path = run.save_checkpoint(step, model, tok, opt, {"position": position - cfg.prompts_per_step,
+                                                           "heldout_accuracy_before": acc_before,
+                                                           "wall_seconds": time.time() - t_start})
+        print(f"\ninterrupted: saved {path}; continue with: python -m algos.grpo resume={run.dir}", file=sys.stderr)
+        raise SystemExit(130)
+    bar.close()
+    # ------------------------------------------------------------------ final evaluation and save
+    ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+    wall = time.time() - t_start
+    run.log(cfg.steps, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"], "eval/format": ev["format"]})
+    path = run.save_checkpoint(cfg.steps, model, tok, opt, {"position": position, "heldout_accuracy_before": acc_before,
+                                                            "wall_seconds": wall})
+    summary = {"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
+               "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size, "steps": cfg.steps,
+               "wall_seconds": round(wall, 1), "checkpoint": path}
+    run.write_summary(summary)
+    run.plot({"reward": ["reward/mean", "reward/correct", "reward/format"],
+              "accuracy": ["train/accuracy", "eval/accuracy"],
+              "policy": ["policy/entropy", "policy/clip_frac", "rollout/zero_std_groups"]},
+             f"GRPO on {cfg.env} ({cfg.policy.model})")
+    run.close()
+    print(f"held-out accuracy: before {acc_before:.1%} -> after {ev['accuracy']:.1%} "
+          f"({cfg.heldout_size} tasks, {cfg.steps} steps, {wall:.0f}s); run folder {run.dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_main(main)

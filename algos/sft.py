@@ -1,0 +1,232 @@
+"""Supervised fine-tuning: the cold start of the DeepSeek-R1 recipe.
+
+    python -m algos.sft env=math                 # on the environment's worked solutions
+    python -m algos.sft data=PATH_OR_HUB_NAME    # on any (prompt, response) or chat dataset
+
+Each example is a prompt (through the tokenizer's chat template) and a response: for an
+environment, ``<think>`` + the task's worked solution + ``</think>`` + ``<answer>`` + the
+answer + ``</answer>``, then EOS. The loss is the mean token cross-entropy over response
+tokens only; prompt tokens are masked out. AdamW with linear warmup and cosine decay,
+gradient clipping. Writes the run folder of `algos.runs` (metrics, checkpoints, curves,
+summary) and resumes from its last checkpoint with ``resume=RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+import envs
+from algos import config as cfglib
+from algos.evaluation import heldout_eval
+from algos.runs import Run, load_trainer_state, seed_everything, set_rng_state
+from policies import PolicyConfig, load
+from policies.hf import collate, encode_prompt, token_logprobs
+
+
+@dataclasses.dataclass
+class SFTConfig:
+    env: str = "math"
+    """environment whose worked solutions are the training data (alias, Gymnasium id or module:Class)"""
+    env_kwargs: dict = dataclasses.field(default_factory=dict)
+    """options passed to the environment (set them as env.KEY=VALUE)"""
+    data: str | None = None
+    """train on this dataset instead (hub name or local file/folder): columns prompt+response (or completion), or messages"""
+    policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig(model="tiny"))
+    steps: int = 500
+    """optimizer steps"""
+    batch_size: int = 64
+    """examples per step"""
+    lr: float = 2e-3
+    """peak learning rate (AdamW)"""
+    warmup_steps: int = 25
+    """linear warmup steps, then cosine decay to 10% of lr"""
+    weight_decay: float = 0.01
+    """AdamW weight decay"""
+    grad_clip: float = 1.0
+    """clip the gradient norm to this (0: off)"""
+    heldout_size: int = 500
+    """held-out tasks for the greedy accuracy at the end (and at eval_every)"""
+    eval_every: int = 0
+    """evaluate on the held-out tasks every N steps (0: only at the end)"""
+    save_every: int = 250
+    """checkpoint every N steps (and at the end)"""
+    max_new_tokens: int = 96
+    """generation limit for held-out evaluation"""
+    seed: int = 0
+    """seed for data order and initialisation"""
+    out: str | None = None
+    """run folder (default runs/sft-<env>-<time>)"""
+    resume: str | None = None
+    """continue the run in this folder from its last checkpoint"""
+    wandb: bool = False
+    """also log to Weights & Biases"""
+
+
+def lr_at(step: int, cfg: SFTConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+class Examples:
+    """(prompt ids, response ids) by index: from an environment's worked solutions or a dataset."""
+
+    def __init__(self, cfg: SFTConfig, env: Any, tokenizer: Any):
+        self.env, self.tok, self.eos = env, tokenizer, tokenizer.eos_token_id
+        self.rows = None
+        if cfg.data:
+            self.rows = load_sft_rows(cfg.data)
+
+    def __len__(self) -> int | None:  # type: ignore[override]
+        return len(self.rows) if self.rows is not None else None
+
+    def get(self, index: int) -> tuple[list[int], list[int]]:
+        if self.rows is not None:
+            prompt, response = self.rows[index % len(self.rows)]
+        else:
+            base = self.env.unwrapped
+            task = base.source.task(index, "train")
+            prompt, response = base.prompt_of(task), base.gold_completion(task)
+        resp = self.tok(response, add_special_tokens=False)["input_ids"] + [self.eos]
+        return encode_prompt(self.tok, prompt), resp
+
+
+def load_sft_rows(data: str) -> list[tuple[Any, str]]:
+    """Rows of (prompt, response) from a dataset with prompt/response, prompt/completion or messages columns."""
+    from envs.math_dataset import _load
+
+    try:
+        ds = _load(data, None, "train")
+    except envs.EnvError as e:
+        raise cfglib.ConfigError(f"data={data!r}: {e}") from None
+    cols = set(ds.column_names)
+    rows: list[tuple[Any, str]] = []
+    if "messages" in cols:
+        for r in ds:
+            msgs = r["messages"]
+            if not msgs or msgs[-1]["role"] != "assistant":
+                raise cfglib.ConfigError(f"data={data!r}: each 'messages' row must end with an assistant message")
+            rows.append((msgs[:-1], msgs[-1]["content"]))
+    else:
+        rkey = "response" if "response" in cols else "completion" if "completion" in cols else None
+        pkey = "prompt" if "prompt" in cols else "question" if "question" in cols else None
+        if rkey is None or pkey is None:
+            raise cfglib.ConfigError(f"data={data!r} has columns {sorted(cols)}; SFT needs prompt + response "
+                                     f"(or completion), or messages")
+        for r in ds:
+            p, c = r[pkey], r[rkey]
+            rows.append((p, c if isinstance(c, str) else c[-1]["content"]))
+    if not rows:
+        raise cfglib.ConfigError(f"data={data!r} is empty")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # ---------------------------------------------------------------- config and setup
+    cfg: SFTConfig = cfglib.parse(SFTConfig, argv, prog="algos.sft")
+    if cfg.resume:
+        saved = cfglib.from_dict(SFTConfig, _read_yaml(os.path.join(cfg.resume, "config.yaml")))
+        saved.resume, cfg = cfg.resume, saved
+    torch.set_num_threads(os.cpu_count() or 1)
+    seed_everything(cfg.seed)
+    env = envs.make(cfg.env, **cfg.env_kwargs) if not cfg.data else None
+    if cfg.data is None:
+        pass
+    eval_env = env if env is not None else None
+    engine, model, tok = load(cfg.policy)
+    if model is None:
+        raise cfglib.ConfigError("policy.engine=openai cannot be trained; use policy.engine=transformers")
+    label = envs.canonical_name(cfg.env) if not cfg.data else "data"
+    run = Run("sft", label, cfg, out=cfg.out, resume=cfg.resume, wandb=cfg.wandb)
+    data = Examples(cfg, env, tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    start, position = 0, 0
+    if cfg.resume and (ckpt := run.latest_checkpoint()):
+        engine, model, tok = load(dataclasses.replace(cfg.policy, model=ckpt))
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+        st = load_trainer_state(ckpt)
+        opt.load_state_dict(st["optimizer"])
+        set_rng_state(st["rng"])
+        start, position = st["step"], st["state"]["position"]
+        run.truncate_after(start)
+        data = Examples(cfg, env, tok)
+        print(f"resumed from {ckpt} at step {start}", file=sys.stderr)
+    t0 = time.time()
+    loss_val = float("nan")
+    step = start
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft", dynamic_ncols=True)
+    try:
+        for step in bar:
+            # ---------------------------------------------------------------- batch
+            pairs = [data.get(position + i) for i in range(cfg.batch_size)]
+            position += cfg.batch_size
+            batch = collate([p for p, _ in pairs], [r for _, r in pairs], tok.pad_token_id).to(model.device)
+            # ---------------------------------------------------------------- loss: response tokens only
+            model.train()
+            logp = token_logprobs(model, batch)
+            loss = -(logp * batch.completion_mask).sum() / batch.completion_mask.sum()
+            # ---------------------------------------------------------------- update
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+            opt.step()
+            # ---------------------------------------------------------------- log
+            loss_val = loss.item()
+            metrics = {"loss/sft": loss_val, "train/grad_norm": gnorm.item(), "train/lr": opt.param_groups[0]["lr"],
+                       "perf/tokens": int(batch.completion_mask.sum().item())}
+            if eval_env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                ev = heldout_eval(engine, eval_env, cfg.heldout_size, cfg.max_new_tokens)
+                metrics["eval/accuracy"] = ev["accuracy"]
+            run.log(step + 1, metrics)
+            bar.set_postfix(loss=f"{loss_val:.3f}")
+            if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                run.save_checkpoint(step + 1, model, tok, opt, {"position": position})
+        step = cfg.steps
+    except KeyboardInterrupt:
+        done = step  # the interrupted step did not finish its update bookkeeping
+        run.save_checkpoint(done, model, tok, opt, {"position": position - cfg.batch_size})
+        print(f"\ninterrupted: saved step {done}; continue with resume={run.dir}", file=sys.stderr)
+        raise SystemExit(130)
+    bar.close()
+    wall = time.time() - t0
+    # ---------------------------------------------------------------- final eval and save
+    summary: dict[str, Any] = {"steps": cfg.steps, "wall_seconds": round(wall, 1), "final_loss": loss_val}
+    if eval_env is not None:
+        ev = heldout_eval(engine, eval_env, cfg.heldout_size, cfg.max_new_tokens)
+        summary["heldout_accuracy"] = ev["accuracy"]
+        summary["heldout_mean_reward"] = ev["mean_reward"]
+        summary["heldout_format"] = ev["format"]
+        run.log(cfg.steps, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+    path = run.save_checkpoint(cfg.steps, model, tok, opt, {"position": position})
+    summary["checkpoint"] = path
+    run.write_summary(summary)
+    run.plot({"loss": ["loss/sft"], "held-out accuracy": ["eval/accuracy"]}, f"SFT on {label}")
+    run.close()
+    print(f"sft done: {summary}")
+    return summary
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (cfglib.ConfigError, envs.EnvError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)

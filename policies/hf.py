@@ -1,0 +1,247 @@
+"""The transformers engine: batched sampling with a KV cache, and logprob recomputation.
+
+Prompts are left-padded; positions come from the attention mask, so a prompt's tokens see
+the same positions whatever its padding. The sampling loop is our own (not
+``model.generate``) so that it records, for every sampled token, its logprob under the
+policy, and stops each row at EOS, at a stop string or at the length limit.
+`token_logprobs` recomputes the same logprobs, with gradients, in one forward pass over
+the same layout (left-padded prompt, right-padded completion).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from policies.base import Prompt, Rollout, SamplingParams, truncate_at_stop
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but no CUDA GPU is available; use device=cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt: chat messages go through the tokenizer's chat template."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("the prompt is a list of chat messages but the tokenizer has no chat template; "
+                         "use env.prompt_format=text or a tokenizer with a chat_template")
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclasses.dataclass
+class Batch:
+    """Prompt (left-padded) then completion (right-padded), as one tensor per row."""
+
+    input_ids: torch.Tensor  # [B, P + C]
+    attention_mask: torch.Tensor  # [B, P + C]
+    completion_mask: torch.Tensor  # [B, C], 1 on real completion tokens
+    prompt_len: int  # P
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.completion_mask.to(device),
+                     self.prompt_len)
+
+
+def collate(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> Batch:
+    P = max(len(p) for p in prompt_ids)
+    C = max(1, max(len(c) for c in completion_ids))
+    B = len(prompt_ids)
+    ids = torch.full((B, P + C), pad_id, dtype=torch.long)
+    att = torch.zeros((B, P + C), dtype=torch.long)
+    cm = torch.zeros((B, C), dtype=torch.float32)
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        ids[i, P - len(p):P] = torch.tensor(p, dtype=torch.long)
+        att[i, P - len(p):P] = 1
+        if c:
+            ids[i, P:P + len(c)] = torch.tensor(c, dtype=torch.long)
+            att[i, P:P + len(c)] = 1
+            cm[i, :len(c)] = 1
+    return Batch(ids, att, cm, P)
+
+
+def _cache_kwarg(model: Any) -> str:
+    """transformers >= 5.2x calls the KV cache argument ``cache``; earlier releases ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(out: Any) -> Any:
+    return out["cache"] if "cache" in out else out.past_key_values
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def token_logprobs(model: Any, batch: Batch, temperature: float = 1.0, with_entropy: bool = False):
+    """Per-token logprobs of the completion tokens, [B, C] (and per-token entropy if asked).
+
+    Differentiable: this is the training-time recomputation of `Rollout.logprobs`.
+    """
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=_positions(batch.attention_mask), use_cache=False)
+    P = batch.prompt_len
+    logits = out.logits[:, P - 1:-1, :].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp_all = F.log_softmax(logits, dim=-1)
+    targets = batch.input_ids[:, P:]
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return logp
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        cum = probs.cumsum(-1)
+        remove = cum - probs > top_p  # keep the smallest set whose mass reaches top_p
+        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+    return logits
+
+
+class TransformersEngine:
+    """Generation with a Hugging Face causal LM, on CPU or GPU.
+
+    Args:
+        model, tokenizer: a causal LM and its tokenizer (``pad_token`` set).
+        max_batch_size: rows (prompts x n) per forward pass.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 256):
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.eos_ids = {tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if gen_eos is not None:
+            self.eos_ids |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+        self.eos_ids.discard(None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Rollout]]:
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        rows = [(i, ids) for i, ids in enumerate(encoded) for _ in range(params.n)]
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(params.seed)
+        outs: list[Rollout] = []
+        for s in range(0, len(rows), self.max_batch_size):
+            chunk = rows[s:s + self.max_batch_size]
+            outs += self._generate_rows([prompts[i] for i, _ in chunk], [ids for _, ids in chunk], params, gen)
+        return [outs[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
+
+    @torch.inference_mode()
+    def _generate_rows(self, prompts: list[Prompt], prompt_ids: list[list[int]], params: SamplingParams,
+                       gen: torch.Generator | None) -> list[Rollout]:
+        model, tok, dev = self.model, self.tokenizer, self.device
+        was_training = model.training
+        model.eval()
+        B = len(prompt_ids)
+        P = max(len(p) for p in prompt_ids)
+        pad = tok.pad_token_id
+        ids = torch.full((B, P), pad, dtype=torch.long)
+        mask = torch.zeros((B, P), dtype=torch.long)
+        for i, p in enumerate(prompt_ids):
+            ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, P - len(p):] = 1
+        ids, mask = ids.to(dev), mask.to(dev)
+        pos = _positions(mask)
+        cache_kw = _cache_kwarg(model)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        past, logits = _cache_of(out), out.logits[:, -1, :]
+        next_pos = pos[:, -1:] + 1
+        eos = torch.tensor(sorted(self.eos_ids), device=dev)
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        tokens: list[torch.Tensor] = []
+        logps: list[torch.Tensor] = []
+        finish = ["length"] * B
+        stop_at = [0] * B  # number of completion tokens to keep, for rows stopped by a stop string
+        max_stop = max((len(s) for s in params.stop), default=0)
+        for t in range(params.max_new_tokens):
+            logits = logits.float()
+            logp_all = F.log_softmax(logits, dim=-1)
+            if params.temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                probs = _filter_logits(logits, params.temperature, params.top_k, params.top_p).softmax(-1)
+                nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            tokens.append(nxt)
+            logps.append(logp_all.gather(-1, nxt[:, None]).squeeze(-1))
+            hit_eos = torch.isin(nxt, eos) & ~done
+            for i in hit_eos.nonzero().flatten().tolist():
+                finish[i] = "eos"
+            done = done | hit_eos
+            if params.stop:
+                tail = torch.stack(tokens[-(max_stop + 1):], 1).tolist()
+                for i in (~done).nonzero().flatten().tolist():
+                    if any(s in tok.decode(tail[i], skip_special_tokens=True) for s in params.stop):
+                        finish[i], stop_at[i] = "stop", t + 1
+                        done[i] = True
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # finished rows run on, ignored
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
+                        **{cache_kw: past})
+            past, logits = _cache_of(out), out.logits[:, -1, :]
+            next_pos = next_pos + 1
+        if was_training:
+            model.train()
+        toks = torch.stack(tokens, 1).tolist()
+        lps = torch.stack(logps, 1).tolist()
+        rollouts = []
+        for i in range(B):
+            if finish[i] == "eos":
+                n = next(k for k, x in enumerate(toks[i]) if x in self.eos_ids) + 1  # keep the EOS token
+            elif finish[i] == "stop":
+                n = stop_at[i]
+            else:
+                n = len(toks[i])
+            comp = toks[i][:n]
+            text = tok.decode(comp, skip_special_tokens=True)
+            if finish[i] == "stop":
+                text, _ = truncate_at_stop(text, params.stop)
+            rollouts.append(Rollout(prompts[i], text, tuple(prompt_ids[i]), tuple(comp), tuple(lps[i][:n]), finish[i]))  # type: ignore[arg-type]
+        return rollouts
+
+    def logprobs(self, rollouts: Sequence[Rollout]) -> list[list[float]]:
+        """Recompute each rollout's completion-token logprobs under the current weights (no grad)."""
+        batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts],
+                        self.tokenizer.pad_token_id).to(self.device)
+        with torch.inference_mode():
+            lp = token_logprobs(self.model, batch)
+        return [lp[i, :len(r.completion_ids)].tolist() for i, r in enumerate(rollouts)]

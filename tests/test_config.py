@@ -1,0 +1,62 @@
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from algos import config as cfglib
+from algos.sft import SFTConfig
+
+
+def test_overrides_types_and_nested():
+    cfg = cfglib.parse(SFTConfig, ["steps=12", "lr=1e-4", "policy.model=tiny", "policy.dtype=bfloat16", "env=gsm8k",
+                                   "env.difficulty=3", "env.path=/x", "wandb=true", "out=none"])
+    assert (cfg.steps, cfg.lr, cfg.policy.model, cfg.policy.dtype, cfg.env) == (12, 1e-4, "tiny", "bfloat16", "gsm8k")
+    assert cfg.env_kwargs == {"difficulty": 3, "path": "/x"} and cfg.wandb is True and cfg.out is None
+
+
+@pytest.mark.parametrize("arg,msg", [
+    ("step=3", r"unknown key 'step'.*did you mean 'steps'"),
+    ("policy.modle=x", r"did you mean 'policy.model'"),
+    ("steps=abc", r"steps='abc' is not an integer"),
+    ("steps=1.5", "is not an integer"),
+    ("lr=fast", "is not a number"),
+    ("wandb=maybe", "not a boolean"),
+    ("policy.engine=vlm", r"not one of \['transformers', 'vllm', 'openai'\]; did you mean 'vllm'"),
+    ("steps", "is not key=value"),
+])
+def test_bad_keys_and_values(arg, msg):
+    with pytest.raises(cfglib.ConfigError, match=msg):
+        cfglib.parse(SFTConfig, [arg])
+
+
+def test_yaml_config_then_command_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 7\npolicy:\n  model: tiny\nenv:\n  name: math\n  difficulty: 4\nbatch_size: 3\n")
+    cfg = cfglib.parse(SFTConfig, [f"config={f}", "batch_size=5"])
+    assert (cfg.steps, cfg.policy.model, cfg.env, cfg.env_kwargs, cfg.batch_size) == (7, "tiny", "math", {"difficulty": 4}, 5)
+    f.write_text("stepz: 7\n")
+    with pytest.raises(cfglib.ConfigError, match=r"unknown key 'stepz' \(from config file"):
+        cfglib.parse(SFTConfig, [f"config={f}"])
+    with pytest.raises(cfglib.ConfigError, match="cannot read"):
+        cfglib.parse(SFTConfig, ["config=/no/such.yaml"])
+
+
+def test_help_lists_every_key_with_type_default_doc():
+    text = cfglib.help_text(SFTConfig, "algos.sft")
+    for key in cfglib.all_keys(SFTConfig):
+        assert key in text
+    assert "steps" in text and "int = 150" in text.replace("  ", " ") or "int =" in text
+    assert "optimizer steps" in text and "env.KEY=VALUE" in text
+    docs = cfglib.field_docs(SFTConfig)
+    missing = [f.name for f in dataclasses.fields(SFTConfig) if f.name not in docs]
+    assert not missing, f"fields without a docstring: {missing}"
+
+
+def test_help_on_the_command_line():
+    p = subprocess.run([sys.executable, "-m", "algos.sft", "--help"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "policy.model" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "algos.sft", "stepz=3"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "did you mean 'steps'" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "algos.sft", "env=mth"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Did you mean: math" in p.stderr
