@@ -24,7 +24,7 @@ class RunConfig:
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     """environment options (set them as env.KEY=VALUE, e.g. env.difficulty=3)"""
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
-    max_new_tokens: int = 64
+    max_new_tokens: int = 96
     """completion length limit"""
     heldout_size: int = 500
     """held-out tasks in the greedy evaluation at the start, the end and every eval_every steps"""

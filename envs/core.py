@@ -25,7 +25,9 @@ FORMAT_INSTRUCTION = ("Think step by step inside <think> </think>, then give onl
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One task. ``reference`` is what the verifier compares against (an answer, or tests)."""
+    """One task. ``reference`` is what the verifier compares against (an answer, or tests).
+    ``metadata`` holds at least ``source``, ``split`` and ``index``: ``source.task(index, split)``
+    rebuilds it."""
 
     id: str
     prompt: str

@@ -96,7 +96,7 @@ class DatasetMath(TaskSource):
         solution, answer = parse(row[self.akey])
         extra = {k: v for k, v in row.items() if k not in (self.qkey, self.akey)}
         return Task(id=f"{self.name}/{self._splits[split]}/{index}", prompt=row[self.qkey], reference=answer,
-                    metadata={"source": self.name, "split": split, "solution": solution, **extra})
+                    metadata={"source": self.name, "split": split, "index": index, "solution": solution, **extra})
 
 
 class DatasetMathEnv(TextEnv):

@@ -116,7 +116,7 @@ def _linear(rng: random.Random) -> tuple[str, Fraction, list[str]]:
 class ProceduralMath(TaskSource):
     """Arithmetic tasks; ``task(i, split)`` is a pure function of (difficulty, seed, split, i)."""
 
-    def __init__(self, difficulty: int = 2, seed: int = 0, heldout_fraction: float = 0.1):
+    def __init__(self, difficulty: int = 3, seed: int = 0, heldout_fraction: float = 0.1):
         if not isinstance(difficulty, int) or not 1 <= difficulty <= MAX_DIFFICULTY:
             raise EnvError(f"difficulty must be an integer from 1 to {MAX_DIFFICULTY}, got {difficulty!r}")
         if not 0 < heldout_fraction < 1:
@@ -165,7 +165,7 @@ class ProceduralMath(TaskSource):
             id=f"{self.name}/{split}/s{self.seed}/{index}",
             prompt=question,
             reference=answer,
-            metadata={"source": self.name, "difficulty": self.difficulty, "split": split,
+            metadata={"source": self.name, "difficulty": self.difficulty, "split": split, "index": index,
                       "solution": "\n".join(steps)},
         )
 
@@ -182,7 +182,7 @@ class MathEnv(TextEnv):
     """``rlvr/Math-v0``: procedural arithmetic. Reward = weighted mean of correctness and format.
 
     Args:
-        difficulty: 1 (one-digit addition) to 5 (fractions, linear equations); default 2.
+        difficulty: 1 (one-digit addition) to 5 (fractions, linear equations); default 3.
         seed: the task source's seed (tasks are a function of seed, split and index).
         heldout_fraction: share of all problems reserved for the held-out split.
         correct_weight, format_weight: reward weights; format_mode: "soft" or "strict".
@@ -190,7 +190,7 @@ class MathEnv(TextEnv):
         split, prompt_format, system_prompt: see `TextEnv`.
     """
 
-    def __init__(self, difficulty: int = 2, seed: int = 0, heldout_fraction: float = 0.1,
+    def __init__(self, difficulty: int = 3, seed: int = 0, heldout_fraction: float = 0.1,
                  correct_weight: float = 1.0, format_weight: float = 0.1, format_mode: str = "soft",
                  timeout: float = 5.0, split: str = "train", prompt_format: str = "chat",
                  system_prompt: str | None = FORMAT_INSTRUCTION, render_mode: str | None = None):

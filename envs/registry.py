@@ -101,9 +101,44 @@ def resolve(name: str) -> Callable[..., Any]:
                           f"or give a registered id or 'package.module:ClassName'.")
 
 
+def _entry_class(name: str) -> Any:
+    """The class (or factory) behind a name, to check options against its signature."""
+    env_id = ALIASES.get(name, name)
+    if ":" in name and "/" not in name.split(":", 1)[0]:
+        return _import_ref(name)
+    if env_id in gymnasium.registry:
+        ep = gymnasium.registry[env_id].entry_point
+        return _import_ref(ep) if isinstance(ep, str) else ep
+    plugins = _plugins()
+    return plugins[name].load() if name in plugins else None
+
+
+def check_options(name: str, kwargs: dict[str, Any]) -> None:
+    """Raise EnvError for an option the environment does not take, naming the nearest valid one."""
+    import inspect
+
+    target = _entry_class(name)
+    if target is None or not kwargs:
+        return
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [p for p in params if p != "self"]
+    for k in kwargs:
+        if k not in params:
+            near = difflib.get_close_matches(k, valid, n=1)
+            raise EnvError(f"environment {name!r} has no option {k!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                           + f" Its options: {', '.join(valid)}")
+
+
 def make(name: str, **kwargs: Any) -> TextEnv:
     """Build an environment by alias, Gymnasium id, entry point or ``module:Class``."""
-    env = resolve(name)(**kwargs)
+    factory = resolve(name)
+    check_options(name, kwargs)
+    env = factory(**kwargs)
     base = getattr(env, "unwrapped", env)
     if not isinstance(base, TextEnv):
         raise EnvError(f"{name!r} built a {type(base).__name__}, which is not an envs.TextEnv subclass")

@@ -96,6 +96,8 @@ def test_bad_options_raise_clear_errors():
         envs.make("math", difficulty=9)
     with pytest.raises(envs.EnvError, match="split"):
         envs.make("math", split="test")
+    with pytest.raises(envs.EnvError, match="has no option 'dificulty'; did you mean 'difficulty'"):
+        envs.make("math", dificulty=2)
     env = envs.make("math")
     with pytest.raises(envs.EnvError, match="before reset"):
         env.step("x")
@@ -121,8 +123,8 @@ def test_step_info_holds_verdict_and_parts():
 def test_text_prompt_format_and_index_option():
     env = envs.make("math", prompt_format="text")
     obs, info = env.reset(options={"index": 5, "split": "heldout"})
-    assert obs == ProceduralMath(2).task(5, "heldout").prompt
-    assert info["task_id"].startswith("math-d2/heldout/")
+    assert obs == ProceduralMath(3).task(5, "heldout").prompt
+    assert info["task_id"].startswith("math-d3/heldout/")
 
 
 def test_gsm8k_loader_local_and_file(gsm8k_path, tmp_path):
