@@ -24,6 +24,7 @@ class RunConfig:
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     """environment options (set them as env.KEY=VALUE, e.g. env.difficulty=3)"""
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    """the model (see policy.* keys); default the shipped cold-start checkpoint tiny-sft"""
     max_new_tokens: int = 96
     """completion length limit"""
     heldout_size: int = 500

@@ -44,6 +44,7 @@ class EvalConfig:
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     """options: env.KEY=VALUE for every environment, env.NAME.KEY=VALUE for one of several"""
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    """the model (see policy.* keys); default the shipped cold-start checkpoint tiny-sft"""
     tasks: int = 500
     """held-out tasks per environment (all of them if fewer)"""
     n: int = 1

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ref_logp = None
             if ref is not None:
                 with torch.no_grad():
-                    ref_logp = token_logprobs(ref, batch)
+                    ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature)
             # -------------------------------------------------------------- loss and update
             model.train()
             for g in opt.param_groups:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     sl = slice(lo, lo + mb)
                     sub = dataclasses.replace(batch, input_ids=batch.input_ids[sl], attention_mask=batch.attention_mask[sl],
                                               completion_mask=batch.completion_mask[sl])
-                    logp, entropy = token_logprobs(model, sub, with_entropy=True)
+                    logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
                     pg, clipped = losses.clipped_pg_loss(logp, old_logp[sl], adv[sl], cfg.eps_low, cfg.eps_high)
                     per_token = pg
                     if ref_logp is not None:

@@ -40,6 +40,7 @@ class SFTConfig:
     data: str | None = None
     """train on this dataset instead (hub name or local file/folder): columns prompt+response (or completion), or messages"""
     policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig(model="tiny"))
+    """the model to train (see policy.* keys); SFT starts from the fresh built-in tiny model"""
     steps: int = 300
     """optimizer steps"""
     batch_size: int = 64

@@ -1,9 +1,10 @@
 """The policy interface: generate ``n`` samples per prompt and return `Rollout` records.
 
 A `Rollout` keeps the token ids and the per-token sampling logprobs, so a trainer never
-re-tokenizes text it did not see. Logprobs are those of the policy itself (log-softmax of
-the raw logits, temperature 1, no top-k/top-p truncation): the quantity a policy-gradient
-ratio needs, and what `TransformersEngine.logprobs` recomputes.
+re-tokenizes text it did not see. Logprobs are those of the sampling policy: log-softmax of
+``logits / temperature`` (raw logits for greedy decoding), before any top-k/top-p
+truncation; the quantity a policy-gradient ratio needs, and what
+`TransformersEngine.logprobs(rollouts, temperature)` and `hf.token_logprobs` recompute.
 """
 
 from __future__ import annotations

@@ -193,7 +193,8 @@ class TransformersEngine:
         max_stop = max((len(s) for s in params.stop), default=0)
         for t in range(params.max_new_tokens):
             logits = logits.float()
-            logp_all = F.log_softmax(logits, dim=-1)
+            # the sampling distribution's logprobs: logits / temperature (raw logits when greedy)
+            logp_all = F.log_softmax(logits / params.temperature if params.temperature > 0 else logits, dim=-1)
             if params.temperature == 0:
                 nxt = logits.argmax(-1)
             else:
@@ -238,10 +239,11 @@ class TransformersEngine:
             rollouts.append(Rollout(prompts[i], text, tuple(prompt_ids[i]), tuple(comp), tuple(lps[i][:n]), finish[i]))  # type: ignore[arg-type]
         return rollouts
 
-    def logprobs(self, rollouts: Sequence[Rollout]) -> list[list[float]]:
-        """Recompute each rollout's completion-token logprobs under the current weights (no grad)."""
+    def logprobs(self, rollouts: Sequence[Rollout], temperature: float = 1.0) -> list[list[float]]:
+        """Recompute each rollout's completion-token logprobs under the current weights (no grad),
+        at the temperature it was sampled with."""
         batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts],
                         self.tokenizer.pad_token_id).to(self.device)
         with torch.inference_mode():
-            lp = token_logprobs(self.model, batch)
+            lp = token_logprobs(self.model, batch, temperature=temperature)
         return [lp[i, :len(r.completion_ids)].tolist() for i, r in enumerate(rollouts)]

@@ -1,0 +1,41 @@
+"""A small local server that speaks the OpenAI chat/completions protocol, for tests.
+
+``answers`` maps a prompt's last user message to the completion to return (else ``default``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAI:
+    def __init__(self, answers: dict[str, str] | None = None, default: str = "lorem ipsum"):
+        self.answers, self.default, self.requests = answers or {}, default, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests += 1
+                q = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+                text = outer.answers.get(q, outer.default)
+                key = "message" if "messages" in body else "text"
+                choices = [{"index": i, key: ({"role": "assistant", "content": text} if key == "message" else text),
+                            "finish_reason": "stop"} for i in range(body.get("n", 1))]
+                data = json.dumps({"choices": choices}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
