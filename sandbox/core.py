@@ -1,0 +1,448 @@
+"""Host side of the sandbox: job and result types, the warm worker pool, and its backends.
+
+A worker is one long-lived runner (`sandbox/runner.py`) behind a byte stream: a Docker
+container's attached stdin/stdout (backend ``docker``), a bubblewrap process (``bwrap``) or a
+plain subprocess (``unsafe-process``). Jobs go to idle workers; a worker is replaced after
+``max_jobs_per_worker`` jobs, and at once after a timeout, an out-of-memory kill, a leftover
+process or any protocol error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import secrets
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, Sequence
+
+RUNNER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
+DEFAULT_IMAGE = os.environ.get("RLVR_SANDBOX_IMAGE", "python:3.12-slim")
+Style = Literal["assert", "call", "stdio"]
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not run a job (no daemon, no image, a runner that died)."""
+
+
+class SandboxUnavailable(SandboxError):
+    """The chosen backend cannot start here; the message says how to fix it or what to choose."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A program and its tests.
+
+    * ``assert``: ``tests`` are code strings run after the program in its namespace (HumanEval,
+      MBPP); a test passes if it raises nothing.
+    * ``call``: ``tests`` are ``{"input": [args...], "output": value}``; ``entry_point`` is called
+      with the args and its return value must equal ``output`` in value and type.
+    * ``stdio``: ``tests`` are ``{"input": str, "output": str}``; the program runs with that
+      stdin and every output line must match (line count included; trailing spaces ignored).
+    """
+
+    program: str
+    tests: tuple = ()
+    style: Style = "assert"
+    entry_point: str | None = None
+    timeout: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TestResult:
+    status: str  # passed, failed, error, timeout, oom
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    status: str  # passed, failed, error, timeout, oom
+    tests: tuple[TestResult, ...]
+    seconds: float
+    stdout: str = ""
+    stderr: str = ""
+    details: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def fraction(self) -> float:
+        return sum(t.status == "passed" for t in self.tests) / len(self.tests) if self.tests else float(self.passed)
+
+
+# ----------------------------------------------------------------------------- transports
+
+
+def _runner_source() -> str:
+    with open(RUNNER_PATH) as f:
+        return f.read()
+
+
+class _Framed:
+    """Length-prefixed JSON over a byte stream."""
+
+    def send(self, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        self._write(struct.pack(">I", len(data)) + data)
+
+    def recv(self, timeout: float) -> dict:
+        head = self._read(4, timeout)
+        (n,) = struct.unpack(">I", head)
+        return json.loads(self._read(n, timeout))
+
+
+class ProcessWorker(_Framed):
+    """The runner as a local subprocess, optionally under bubblewrap."""
+
+    def __init__(self, backend: str, memory_mb: int):
+        py = shutil.which("python3") or sys.executable
+        # no --die-with-parent: its signal fires when the *thread* that started bwrap exits (the pool starts
+        # replacements from worker threads); the runner exits on its own when our end of its stdin closes
+        if backend == "bwrap":
+            if not shutil.which("bwrap"):
+                raise SandboxUnavailable("backend=bwrap needs bubblewrap: apt-get install bubblewrap (or use backend=docker)")
+            cmd = ["bwrap", "--unshare-all", "--new-session", "--cap-drop", "ALL",
+                   "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",
+                   "--ro-bind", RUNNER_PATH, "/tmp/rlvr_runner.py", "--setenv", "RLVR_SWEEP_ALL", "1",
+                   "--setenv", "PYTHONDONTWRITEBYTECODE", "1", py, "-u", "-I", "/tmp/rlvr_runner.py"]
+            if os.geteuid() == 0:  # run the jobs as nobody inside the namespace
+                cmd[1:1] = ["--uid", "65534", "--gid", "65534"]
+        else:
+            cmd = [py, "-u", "-I", RUNNER_PATH]
+        env = {"PATH": "/usr/bin:/bin", "RLVR_WORK_ROOT": "/tmp/work" if backend == "bwrap" else
+               os.path.join(os.environ.get("TMPDIR", "/tmp"), f"rlvr-work-{os.getpid()}")}
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+        self._buf = b""
+
+    def _write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def _read(self, n: int, timeout: float) -> bytes:
+        import select
+
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while len(self._buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("the runner did not answer in time")
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                raise SandboxError(f"the runner exited (code {self.proc.poll()})")
+            self._buf += chunk
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def close(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+class DockerWorker(_Framed):
+    """The runner as PID 1 of a hardened, long-lived container, spoken to over the attach stream."""
+
+    def __init__(self, client: Any, image: str, memory_mb: int, cpus: float, pids: int, tmpfs_mb: int):
+        import docker
+
+        self.container = client.containers.create(
+            image, command=["python3", "-u", "-I", "-c", _runner_source()], stdin_open=True, tty=False,
+            detach=True, network_mode="none", read_only=True, user="65534:65534",
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={tmpfs_mb}m,mode=1777"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=pids,
+            mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m", nano_cpus=int(cpus * 1e9),
+            ulimits=[docker.types.Ulimit(name="nofile", soft=256, hard=256),
+                     docker.types.Ulimit(name="fsize", soft=32 << 20, hard=32 << 20)],
+            environment={"RLVR_SWEEP_ALL": "1", "PYTHONDONTWRITEBYTECODE": "1", "RLVR_WORK_ROOT": "/tmp/work"},
+            labels={"rlvr-gym.sandbox": "1"}, working_dir="/tmp")
+        sock = self.container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        self.sock: socket.socket = getattr(sock, "_sock", sock)
+        self.sock.setblocking(True)
+        self.container.start()
+        self._raw = b""  # multiplexed frames not yet parsed
+        self._buf = b""  # stdout bytes
+        self.stderr = b""
+
+    def _write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _read(self, n: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self._buf) < n:
+            # parse docker's stream frames: [stream, 0, 0, 0, size (4 bytes, big-endian)] + payload
+            while len(self._raw) >= 8:
+                size = struct.unpack(">I", self._raw[4:8])[0]
+                if len(self._raw) < 8 + size:
+                    break
+                kind, payload, self._raw = self._raw[0], self._raw[8:8 + size], self._raw[8 + size:]
+                if kind == 1:
+                    self._buf += payload
+                else:
+                    self.stderr = (self.stderr + payload)[-4096:]
+            if len(self._buf) >= n:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the runner did not answer in time")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                raise TimeoutError("the runner did not answer in time") from None
+            if not chunk:
+                raise SandboxError(f"the container's runner exited: {self.stderr.decode(errors='replace')[-300:]}")
+            self._raw += chunk
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        try:
+            self.container.remove(force=True)
+        except Exception:  # noqa: BLE001 - best effort: the container may already be gone
+            pass
+
+
+# ----------------------------------------------------------------------------- the pool
+
+
+class Sandbox:
+    """A warm pool of sandboxed runners.
+
+    Args:
+        backend: ``docker`` (default), ``bwrap``, or ``unsafe-process`` (no isolation at all;
+            only when asked for by name).
+        image: Docker image with python3 (default ``python:3.12-slim``, or $RLVR_SANDBOX_IMAGE).
+        workers: runners kept warm (default: CPU count).
+        timeout: wall-clock seconds per program run (per test case for stdio).
+        memory_mb: memory limit per container (memory + swap) and per job (address space).
+        max_jobs_per_worker: replace a runner after this many jobs.
+        max_output: bytes of stdout/stderr kept per job; more kills the job.
+    """
+
+    def __init__(self, backend: str = "docker", image: str | None = None, workers: int | None = None,
+                 timeout: float = 10.0, memory_mb: int = 512, cpus: float = 1.0, pids: int = 64, tmpfs_mb: int = 64,
+                 max_jobs_per_worker: int = 500, max_output: int = 1 << 20):
+        if backend not in ("docker", "bwrap", "unsafe-process"):
+            raise ValueError(f"backend must be 'docker', 'bwrap' or 'unsafe-process', got {backend!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.backend, self.image = backend, image or DEFAULT_IMAGE
+        self.n_workers = workers or os.cpu_count() or 1
+        self.timeout, self.memory_mb, self.cpus, self.pids, self.tmpfs_mb = timeout, memory_mb, cpus, pids, tmpfs_mb
+        self.max_jobs, self.max_output = max_jobs_per_worker, max_output
+        self.replaced = 0
+        self._client = self._docker_client() if backend == "docker" else None
+        self._idle: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._all: list = []
+        with ThreadPoolExecutor(self.n_workers) as ex:
+            for w in ex.map(lambda _: self._start_worker(), range(self.n_workers)):
+                self._idle.put([w, 0])
+
+    # -------------------------------------------------------------- workers
+    def _docker_client(self) -> Any:
+        try:
+            import docker
+        except ImportError as e:
+            raise SandboxUnavailable("backend=docker needs the docker SDK: pip install 'rlvr-gym[code]'") from e
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        try:
+            client = docker.from_env(timeout=30)
+            client.ping()
+        except Exception as e:  # noqa: BLE001 - any failure here means: no reachable daemon
+            raise SandboxUnavailable(
+                f"no Docker daemon reachable at {host} ({type(e).__name__}). Start one (`sudo systemctl start docker`, "
+                f"or `sudo dockerd &`), point DOCKER_HOST at one, or choose another backend: backend=bwrap "
+                f"(namespaces, no network) or backend=unsafe-process (no isolation)") from None
+        try:
+            client.images.get(self.image)
+        except Exception:  # noqa: BLE001 - not present locally: try the registry once
+            try:
+                client.images.pull(self.image)
+            except Exception as e:  # noqa: BLE001
+                raise SandboxUnavailable(
+                    f"Docker image {self.image!r} is not present and cannot be pulled ({type(e).__name__}). Build one "
+                    f"without a registry: `python -m sandbox image build`, then set RLVR_SANDBOX_IMAGE=rlvr-sandbox:latest "
+                    f"or image='rlvr-sandbox:latest'") from None
+        return client
+
+    def _start_worker(self) -> Any:
+        if self.backend == "docker":
+            w = DockerWorker(self._client, self.image, self.memory_mb, self.cpus, self.pids, self.tmpfs_mb)
+        else:
+            w = ProcessWorker(self.backend, self.memory_mb)
+        try:
+            hello = w.recv(timeout=60)
+        except Exception as e:
+            w.close()
+            raise SandboxError(f"the {self.backend} runner did not start: {e}") from e
+        if not hello.get("ready"):
+            w.close()
+            raise SandboxError(f"unexpected greeting from the runner: {hello}")
+        w.info = hello
+        with self._lock:
+            self._all.append(w)
+        return w
+
+    def _retire(self, w: Any) -> None:
+        with self._lock:
+            if w in self._all:
+                self._all.remove(w)
+        threading.Thread(target=w.close, daemon=True).start()
+        self.replaced += 1
+
+    # -------------------------------------------------------------- running
+    def _exec(self, payload: dict, timeout: float) -> dict:
+        """Send one job to an idle worker; replace the worker when it must be."""
+        slot = self._idle.get()
+        w, n = slot
+        payload = {**payload, "nonce": secrets.token_hex(16), "timeout": timeout, "memory_mb": self.memory_mb,
+                   "max_output": self.max_output}
+        try:
+            w.send(payload)
+            res = w.recv(timeout=timeout + 30)
+        except (OSError, TimeoutError, SandboxError, ValueError) as e:
+            self._retire(w)
+            self._idle.put([self._start_worker(), 0])
+            return {"runner_error": f"{type(e).__name__}: {e}"}
+        n += 1
+        dirty = res.get("timed_out") or res.get("leftover_processes") or res.get("output_limit") or \
+            res.get("exit_code") in (-9, 137) or "runner_error" in res
+        if dirty or n >= self.max_jobs:
+            self._retire(w)
+            self._idle.put([self._start_worker(), 0])
+        else:
+            self._idle.put([w, n])
+        return res
+
+    def run(self, job: Job) -> Result:
+        t0 = time.perf_counter()
+        timeout = job.timeout or self.timeout
+        if job.style == "stdio":
+            return self._run_stdio(job, timeout, t0)
+        if job.style not in ("assert", "call"):
+            raise ValueError(f"job style must be 'assert', 'call' or 'stdio', got {job.style!r}")
+        if job.style == "call" and not job.entry_point:
+            raise ValueError("a call-style job needs entry_point (the function to call)")
+        tests = list(job.tests)
+        payload = {"style": job.style, "program": job.program, "entry_point": job.entry_point,
+                   "tests": tests if job.style == "assert" else [{"input": list(t["input"])} for t in tests]}
+        res = self._exec(payload, timeout)
+        return self._verdict(job, res, t0)
+
+    def _verdict(self, job: Job, res: dict, t0: float) -> Result:
+        from sandbox.runner import _to_json
+
+        n = len(job.tests)
+        common = dict(seconds=time.perf_counter() - t0, stdout=res.get("stdout", ""), stderr=res.get("stderr", ""))
+        details = {k: res.get(k) for k in ("exit_code", "leftover_processes", "output_limit", "stdout_truncated")}
+        if "runner_error" in res:
+            return Result("error", tuple(TestResult("error") for _ in range(n)), details={"error": res["runner_error"]}, **common)
+        reports = res.get("reports", [])
+        by_test = {r["test"]: r for r in reports if "test" in r}
+        prog = next((r for r in reports if "program" in r), None)
+        done = any(r.get("done") for r in reports)
+        tests = []
+        for i in range(n):
+            r = by_test.get(i)
+            if r is None:
+                tests.append(TestResult("timeout" if res.get("timed_out") else "error", 0.0, "not run: the program "
+                                        "exited or was killed before this test reported"))
+            elif job.style == "call" and r["status"] == "returned":
+                ok = r["value"] == _to_json(job.tests[i]["output"])
+                tests.append(TestResult("passed" if ok else "failed", r["seconds"],
+                                        None if ok else f"returned {r['value']}, expected {_to_json(job.tests[i]['output'])}"))
+            else:
+                tests.append(TestResult(r["status"], r.get("seconds", 0.0), r.get("error")))
+        if res.get("timed_out"):
+            status = "timeout"
+        elif (prog and prog["program"] == "oom") or any(t.status == "oom" for t in tests) or \
+                (res.get("exit_code") in (-9, 137) and not res.get("output_limit")):
+            status = "oom"
+        elif prog is not None:
+            status = "error"
+            details["error"] = prog.get("error")
+        elif res.get("output_limit"):
+            status = "failed"
+            details["error"] = f"output over {self.max_output} bytes"
+        elif done and all(t.status == "passed" for t in tests):
+            status = "passed"
+        elif any(t.status == "error" for t in tests) and not any(t.status == "failed" for t in tests) and not done:
+            status = "failed"
+            details["error"] = "the harness did not finish: the program exited or was killed before reporting"
+        else:
+            status = "failed"
+        return Result(status, tuple(tests), details=details, **common)
+
+    def _run_stdio(self, job: Job, timeout: float, t0: float) -> Result:
+        tests, outs, errs, details = [], [], [], {}
+        worst = "passed"
+        for case in job.tests:
+            res = self._exec({"style": "stdio", "program": job.program, "stdin": case["input"]}, timeout)
+            got = _lines(res.get("stdout", ""))
+            want = _lines(case["output"])
+            done = any(r.get("done") for r in res.get("reports", []))
+            if "runner_error" in res:
+                st, err = "error", res["runner_error"]
+            elif res.get("timed_out"):
+                st, err = "timeout", None
+            elif res.get("exit_code") in (-9, 137) and not res.get("output_limit"):
+                st, err = "oom", None
+            elif not done:
+                st, err = "error", (res.get("stderr") or "the program did not finish")[-300:]
+            elif got == want:
+                st, err = "passed", None
+            else:
+                st, err = "failed", f"expected {len(want)} line(s), got {len(got)}; first difference at line " \
+                                    f"{next((i + 1 for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)) + 1)}"
+            tests.append(TestResult(st, res.get("seconds", 0.0), err))
+            outs.append(res.get("stdout", ""))
+            errs.append(res.get("stderr", ""))
+            if st != "passed" and worst == "passed":
+                worst = st
+        status = worst if worst in ("timeout", "oom") else ("passed" if all(t.status == "passed" for t in tests)
+                                                             else "failed")
+        return Result(status, tuple(tests), time.perf_counter() - t0, "".join(outs[:1]), "".join(errs[:1]), details)
+
+    def run_many(self, jobs: Sequence[Job]) -> list[Result]:
+        """Run jobs in parallel on the pool's workers, results in order."""
+        with ThreadPoolExecutor(self.n_workers) as ex:
+            return list(ex.map(self.run, jobs))
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._all = list(self._all), []
+        for w in workers:
+            w.close()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _lines(s: str) -> list[str]:
+    lines = [line.rstrip() for line in s.replace("\r\n", "\n").split("\n")]
+    while lines and lines[-1] == "":
+        lines.pop()
+    return lines

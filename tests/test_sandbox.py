@@ -1,0 +1,160 @@
+"""Adversarial tests, one per property, against a real Docker daemon (they fail, not skip, without one).
+
+The image is $RLVR_SANDBOX_IMAGE (CI builds rlvr-sandbox:latest with `python -m sandbox image build`)."""
+
+import os
+import time
+
+import pytest
+
+from sandbox import Job, Sandbox, SandboxUnavailable
+
+IMAGE = os.environ.get("RLVR_SANDBOX_IMAGE", "rlvr-sandbox:latest")
+TIMEOUT = 3.0
+
+
+@pytest.fixture(scope="module")
+def sb():
+    try:
+        s = Sandbox("docker", image=IMAGE, workers=2, timeout=TIMEOUT, memory_mb=256)
+    except SandboxUnavailable as e:
+        pytest.fail(f"the sandbox tests need Docker and the image {IMAGE}: {e}")
+    yield s
+    s.close()
+
+
+def still_serves(sb):
+    r = sb.run(Job("def add(a, b):\n    return a + b\n", ("assert add(2, 3) == 5",)))
+    assert r.status == "passed", r
+
+
+def test_trivial_assert_call_stdio(sb):
+    assert sb.run(Job("x = 2", ("assert x == 2", "assert x == 3"))).tests[1].status == "failed"
+    r = sb.run(Job("def f(a):\n    return a * 2\n", ({"input": [2], "output": 4}, {"input": [2], "output": 4.0},
+                                                      {"input": ["a"], "output": "aa"}, {"input": [1], "output": True}),
+                   style="call", entry_point="f"))
+    assert [t.status for t in r.tests] == ["passed", "failed", "passed", "failed"]  # value and type
+    prog = "n = int(input())\nfor i in range(n):\n    print(i)\n"
+    r = sb.run(Job(prog, ({"input": "3\n", "output": "0\n1\n2\n"}, {"input": "2\n", "output": "0\n1\n2\n"},
+                          {"input": "2\n", "output": "0 \n1"}), style="stdio"))
+    assert [t.status for t in r.tests] == ["passed", "failed", "passed"]  # line counts matter, trailing spaces not
+
+
+def test_no_network(sb):
+    prog = ("import socket\nok = False\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n    ok = True\n"
+            "except OSError:\n    pass\nifaces = [l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]]\n")
+    r = sb.run(Job(prog, ("assert ok is False", "assert ifaces == ['lo'], ifaces")))
+    assert r.status == "passed", r
+    still_serves(sb)
+
+
+def test_cannot_write_outside_workdir(sb):
+    prog = ("import os\nbad = []\nfor p in ('/etc/evil', '/usr/evil', '/evil', '/home/evil'):\n    try:\n"
+            "        open(p, 'w').write('x')\n        bad.append(p)\n    except OSError:\n        pass\n"
+            "open('here.txt', 'w').write('fine')\n")
+    r = sb.run(Job(prog, ("assert bad == [], bad", "assert open('here.txt').read() == 'fine'")))
+    assert r.status == "passed", r
+    r = sb.run(Job("import os\nleft = os.listdir('.')\n", ("assert left == [], left",)))  # fresh workdir per job
+    assert r.status == "passed", r
+
+
+def test_cannot_read_host_files(sb):
+    prog = ("import os\nseen = [p for p in ('/work', '/root/.ssh', '/var/run/docker.sock', '/proc/1/root/work', "
+            "'/home') if os.path.exists(p) and os.listdir(p) if os.path.isdir(p)]\nuid = os.getuid()\n")
+    r = sb.run(Job(prog, ("assert seen == [], seen", "assert uid == 65534, uid")))
+    assert r.status == "passed", r
+
+
+def test_fork_bomb(sb):
+    r = sb.run(Job("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+                   ("assert True",)))
+    assert r.status in ("timeout", "failed", "error", "oom") and not r.passed
+    still_serves(sb)
+
+
+def test_memory_bomb(sb):
+    r = sb.run(Job("x = bytearray(2 * 1024 ** 3)", ("assert True",)))
+    assert r.status == "oom", r
+    r = sb.run(Job("def f():\n    return bytearray(2 * 1024 ** 3)\n", ("assert f()",)))
+    assert r.status == "oom", r
+    still_serves(sb)
+
+
+def test_infinite_loop_and_sleep_time_out(sb):
+    for prog in ("while True:\n    pass\n", "import time\ntime.sleep(100)\n"):
+        t0 = time.perf_counter()
+        r = sb.run(Job(prog, ("assert True",)))
+        took = time.perf_counter() - t0
+        assert r.status == "timeout", r
+        assert took < TIMEOUT + 3, took
+        still_serves(sb)
+
+
+def test_huge_output_is_capped(sb):
+    r = sb.run(Job("import sys\nsys.stdout.write('x' * (100 * 1024 * 1024))\n", ("assert True",)))
+    assert not r.passed and len(r.stdout) <= sb.max_output
+    assert r.details["output_limit"]
+    still_serves(sb)
+
+
+def test_killing_the_runner_or_parent_never_passes(sb):
+    for prog in ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\ndef f():\n    return 1\n",
+                 "import os, signal\nos.kill(1, signal.SIGKILL)\nos.kill(os.getpid(), signal.SIGKILL)\n",
+                 "import os, signal\nos.killpg(0, signal.SIGKILL)\n"):
+        r = sb.run(Job(prog, ("assert f() == 2",)))
+        assert not r.passed, r
+        still_serves(sb)
+
+
+def test_background_process_is_swept_and_container_replaced(sb):
+    before = sb.replaced
+    prog = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(60)\n"
+            "    os._exit(0)\n")
+    r = sb.run(Job(prog, ("assert True",)))
+    assert r.details["leftover_processes"] >= 1
+    assert sb.replaced > before
+    r = sb.run(Job("import os\nprocs = [p for p in os.listdir('/proc') if p.isdigit()]\n", ("assert len(procs) <= 3, procs",)))
+    assert r.status == "passed", r
+
+
+@pytest.mark.parametrize("exit_line", ["import sys\nsys.exit(0)", "import os\nos._exit(0)", "raise SystemExit(0)",
+                                       "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)"])
+def test_exiting_early_with_success_never_passes(sb, exit_line):
+    r = sb.run(Job(f"def f():\n    return 1\n{exit_line}\n", ("assert f() == 2",)))
+    assert not r.passed, r
+    r = sb.run(Job("def f():\n    " + exit_line.replace("\n", "\n    ") + "\n", ("assert f() == 2",)))
+    assert not r.passed, r
+    r = sb.run(Job("print('ok')\n" + exit_line + "\n", ({"input": "", "output": "ok"},), style="stdio"))
+    assert not r.passed, r  # stdio: the run must finish, not just print the right thing and bail out
+
+
+def test_filling_the_tmpfs(sb):
+    prog = ("err = None\ntry:\n    with open('big', 'wb') as f:\n        for _ in range(200):\n"
+            "            f.write(b'x' * (1 << 20))\nexcept OSError as e:\n    err = e\n")
+    r = sb.run(Job(prog, ("assert err is not None",)))
+    assert r.status == "passed", r
+    still_serves(sb)
+
+
+def test_without_daemon_the_error_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(SandboxUnavailable, match="backend=bwrap"):
+        Sandbox("docker", image=IMAGE, workers=1)
+
+
+def test_missing_image_says_how_to_build(sb):
+    with pytest.raises(SandboxUnavailable, match="python -m sandbox image build"):
+        Sandbox("docker", image="rlvr-no-such-image:nope", workers=1)
+
+
+def test_bwrap_and_unsafe_backends():
+    with Sandbox("bwrap", workers=1, timeout=TIMEOUT) as b:
+        r = b.run(Job("import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n    net = True\n"
+                      "except OSError:\n    net = False\n", ("assert net is False",)))
+        assert r.status == "passed", r
+        assert b.run(Job("import sys\nsys.exit(0)\n", ("assert False",))).status != "passed"
+    with Sandbox("unsafe-process", workers=1, timeout=TIMEOUT) as u:
+        assert u.run(Job("x = 1", ("assert x == 1",))).passed
+        assert u.run(Job("while True:\n    pass\n", ("assert True",))).status == "timeout"
+    with pytest.raises(ValueError, match="unsafe-process"):
+        Sandbox("process")
