@@ -37,7 +37,7 @@ def _check(env: Any, base: TextEnv, n_tasks: int) -> None:
     obs2, info2 = env.reset(seed=123)
     if obs1 != obs2 or info1.get("task_id") != info2.get("task_id"):
         _fail(f"reset(seed=123) twice gave different tasks: {info1.get('task_id')!r} vs {info2.get('task_id')!r}")
-    ids = {env.reset(seed=s)[1]["task_id"] for s in range(n_tasks)}
+    ids = {env.reset(seed=s)[1]["task_id"] for s in range(max(n_tasks, 16))}
     if len(ids) < 2:
         _fail(f"reset with {n_tasks} different seeds always gave the same task {ids}")
     # types
@@ -48,10 +48,11 @@ def _check(env: Any, base: TextEnv, n_tasks: int) -> None:
     if not isinstance(info1.get("task"), Task):
         _fail("reset() info must hold the Task under 'task'")
     # scoring: gold 1, junk 0, empty 0, through step and through score_batch
-    tasks = base.tasks(n_tasks, "train")
+    split = "train" if base.source.size("train") != 0 else "heldout"  # evaluation-only sets have no train split
+    tasks = base.tasks(n_tasks, split)
     if len(tasks) != n_tasks or not all(isinstance(t, Task) for t in tasks):
         _fail(f"tasks({n_tasks}) must return {n_tasks} Task records")
-    if [t.id for t in tasks] != [t.id for t in base.tasks(n_tasks, "train")]:
+    if [t.id for t in tasks] != [t.id for t in base.tasks(n_tasks, split)]:
         _fail("tasks() is not reproducible: two calls gave different task ids")
     for kind, make_completion, want in (("gold", base.gold_completion, 1.0), ("junk", lambda t: "qwerty uiop zxcv", 0.0),
                                          ("empty", lambda t: "", 0.0)):
@@ -75,6 +76,8 @@ def _check(env: Any, base: TextEnv, n_tasks: int) -> None:
         if bad:
             _fail(f"score_batch scored {kind} completions {bad[:3]}, expected {want}")
     # held-out split is disjoint from train
+    if split == "heldout":
+        return
     train = {t.prompt for t in base.tasks(4 * n_tasks, "train")}
     held = {t.prompt for t in base.tasks(4 * n_tasks, "heldout")}
     if train & held:

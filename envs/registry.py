@@ -27,8 +27,9 @@ ENTRY_POINT_GROUP = "rlvr_gym.envs"
 ENVS = {
     "rlvr/Math-v0": "envs.math_procedural:MathEnv",
     "rlvr/GSM8K-v0": "envs.math_dataset:DatasetMathEnv",
+    "rlvr/HumanEval-v0": "envs.code:CodeEnv",
 }
-ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0"}
+ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0", "humaneval": "rlvr/HumanEval-v0"}
 
 
 class UnknownEnvError(EnvError, KeyError):

@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 import warnings
 from fractions import Fraction
@@ -11,11 +12,13 @@ from envs import EnvCheckError, MathEnv, ProceduralMath, Task, UnknownEnvError, 
 from verifiers import Status
 
 # every registered environment, with the options it needs offline
-ENV_KWARGS = {"rlvr/Math-v0": {}, "rlvr/GSM8K-v0": "gsm8k"}
+ENV_KWARGS = {"rlvr/Math-v0": {}, "rlvr/GSM8K-v0": "gsm8k", "rlvr/HumanEval-v0": "humaneval"}
 
 
 def _kwargs(env_id, gsm8k_path):
     kw = ENV_KWARGS[env_id]
+    if kw == "humaneval":  # the sandbox image CI builds
+        return {"image": os.environ.get("RLVR_SANDBOX_IMAGE", "rlvr-sandbox:latest"), "workers": 2}
     return {"path": gsm8k_path} if kw == "gsm8k" else dict(kw)
 
 

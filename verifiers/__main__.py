@@ -57,6 +57,10 @@ def _verify_chunk(kind: str, verifier: Any, chunk: list, required: tuple[str, ..
         completions = [str(chunk[i][1]["completion"]) for i in todo]
         if kind == "math":
             verdicts = verifier.verify_batch(completions, [str(chunk[i][1]["answer"]) for i in todo])
+        elif kind == "code":
+            from verifiers.code import reference_from_row
+
+            verdicts = verifier.verify_batch(completions, [reference_from_row(chunk[i][1]) for i in todo])
         else:
             verdicts = verifier.verify_batch(completions)
         for i, v in zip(todo, verdicts):
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     pc = sub.add_parser("code", help="run programs against tests in the sandbox; lines need 'completion' and the "
                                      "problem's fields (prompt, test, entry_point for HumanEval)")
     pc.add_argument("file", nargs="?", default="-")
-    pc.add_argument("--backend", default="docker", help="docker (default), bwrap or unsafe-process")
+    pc.add_argument("--backend", default="docker", choices=("docker", "bwrap", "unsafe-process"),
+                    help="sandbox backend (default docker; image from $RLVR_SANDBOX_IMAGE)")
     pc.add_argument("--timeout", type=float, default=10.0, help="wall-clock limit per program in seconds")
     pc.add_argument("--partial", action="store_true", help="score the fraction of tests passed")
     args = parser.parse_args(argv)
@@ -97,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
 
         verifier, required = FormatVerifier(args.mode), ("completion",)
     else:
+        from sandbox import SandboxUnavailable
         from verifiers.code import cli_verifier
 
         verifier, required = cli_verifier(args), ("completion",)
-        args.kind = "code"
+        try:
+            verifier.sandbox  # start the pool now: a missing daemon is one clear error, not one per line
+        except SandboxUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
 
     try:
         stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")

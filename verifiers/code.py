@@ -1,0 +1,145 @@
+"""Code verification: extract the program from a completion and run its tests in the sandbox.
+
+* Extraction: the last fenced code block (```python or bare ```), else the whole text. When
+  the code does not define the entry point and the problem has a prompt (HumanEval: the
+  signature and docstring), the completion is a function body: the prompt is prepended.
+* References (one per completion) are problem dicts, in one of these forms:
+  - HumanEval: ``{"prompt", "test", "entry_point"}`` (``check(entry_point)`` is appended);
+  - MBPP / assert lists: ``{"test_list": [...], "test_setup_code"?: str}``;
+  - call-based: ``{"entry_point", "inputs": [[args...]...], "outputs": [...]}``;
+  - stdin/stdout: ``{"stdio": [{"input": str, "output": str}, ...]}``.
+* Verdict: ``correct`` when every test passes; ``wrong`` when a test fails, the program
+  raises or runs out of memory; ``timeout`` when it runs past the limit; ``no_answer`` for an
+  empty program; ``error`` only when the sandbox itself failed. Score: 1/0, or with
+  ``partial=True`` the fraction of tests passed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Sequence
+
+from verifiers.verdict import Status, Verdict
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def extract_program(completion: str, prompt: str | None = None, entry_point: str | None = None) -> str:
+    blocks = _FENCE.findall(completion)
+    py = [b for lang, b in blocks if lang.lower() in ("python", "py", "python3", "")]
+    code = (py or [b for _, b in blocks] or [completion])[-1]
+    if prompt and entry_point and not re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.M):
+        code = prompt + code  # a function body: complete the problem's own signature
+    return code
+
+
+def job_for(completion: str, ref: dict[str, Any], timeout: float | None = None):
+    """The sandbox job for a completion and a problem dict (see the module docstring)."""
+    from sandbox import Job
+
+    if not isinstance(ref, dict):
+        raise ValueError(f"a code reference must be a problem dict, got {type(ref).__name__}")
+    if "test" in ref and "entry_point" in ref:  # HumanEval
+        prog = extract_program(completion, ref.get("prompt"), ref["entry_point"])
+        return prog, Job(prog, (ref["test"] + f"\ncheck({ref['entry_point']})\n",), "assert", timeout=timeout)
+    if "test_list" in ref:  # MBPP
+        prog = extract_program(completion)
+        setup = ref.get("test_setup_code") or ""
+        return prog, Job(prog + ("\n" + setup if setup else ""), tuple(ref["test_list"]), "assert", timeout=timeout)
+    if "inputs" in ref and "outputs" in ref:
+        prog = extract_program(completion, ref.get("prompt"), ref.get("entry_point"))
+        tests = tuple({"input": list(i), "output": o} for i, o in zip(ref["inputs"], ref["outputs"]))
+        return prog, Job(prog, tests, "call", entry_point=ref["entry_point"], timeout=timeout)
+    if "stdio" in ref:
+        prog = extract_program(completion)
+        return prog, Job(prog, tuple(ref["stdio"]), "stdio", timeout=timeout)
+    raise ValueError(f"unrecognised code problem with fields {sorted(ref)}: need prompt+test+entry_point (HumanEval), "
+                     f"test_list (MBPP), entry_point+inputs+outputs (call-based) or stdio")
+
+
+_SANDBOXES: dict[tuple, Any] = {}
+_LOCK = threading.Lock()
+
+
+def shared_sandbox(backend: str = "docker", image: str | None = None, workers: int | None = None,
+                   timeout: float = 10.0) -> Any:
+    """One warm pool per (backend, image, workers, timeout), created on first use."""
+    from sandbox import Sandbox
+
+    key = (backend, image, workers, timeout)
+    with _LOCK:
+        if key not in _SANDBOXES:
+            _SANDBOXES[key] = Sandbox(backend, image=image, workers=workers, timeout=timeout)
+        return _SANDBOXES[key]
+
+
+class CodeVerifier:
+    def __init__(self, backend: str = "docker", image: str | None = None, workers: int | None = None,
+                 timeout: float = 10.0, partial: bool = False, sandbox: Any = None):
+        self.backend, self.image, self.workers, self.timeout, self.partial = backend, image, workers, timeout, partial
+        self._sandbox = sandbox
+
+    @property
+    def sandbox(self) -> Any:
+        if self._sandbox is None:
+            self._sandbox = shared_sandbox(self.backend, self.image, self.workers, self.timeout)
+        return self._sandbox
+
+    def verify(self, completion: str, reference: dict[str, Any]) -> Verdict:
+        return self.verify_batch([completion], [reference])[0]
+
+    def verify_batch(self, completions: Sequence[str], references: Sequence[dict[str, Any]]) -> list[Verdict]:
+        out: list[Verdict | None] = [None] * len(completions)
+        jobs, idx, progs = [], [], []
+        for i, (c, r) in enumerate(zip(completions, references)):
+            if not isinstance(c, str):
+                out[i] = Verdict(Status.ERROR, 0.0, None, {"error": f"completion must be a string, got {type(c).__name__}"})
+                continue
+            if not c.strip():
+                out[i] = Verdict(Status.NO_ANSWER, 0.0, None, {"reason": "empty completion"})
+                continue
+            try:
+                prog, job = job_for(c, r, self.timeout)
+            except ValueError as e:
+                out[i] = Verdict(Status.ERROR, 0.0, None, {"error": str(e)})
+                continue
+            jobs.append(job)
+            idx.append(i)
+            progs.append(prog)
+        if jobs:
+            for i, prog, res in zip(idx, progs, self.sandbox.run_many(jobs)):
+                out[i] = self._verdict(res, prog)
+        return out  # type: ignore[return-value]
+
+    def _verdict(self, res: Any, prog: str) -> Verdict:
+        details = {"result": res.status, "tests": [t.status for t in res.tests], "seconds": round(res.seconds, 4)}
+        errs = [t.error for t in res.tests if t.error]
+        if errs:
+            details["first_error"] = errs[0]
+        if res.details.get("error"):
+            details["error"] = res.details["error"]
+        if res.stderr:
+            details["stderr"] = res.stderr[-500:]
+        frac = res.fraction
+        score = frac if self.partial else float(res.passed)
+        short = prog if len(prog) <= 2000 else prog[:2000] + "..."
+        if res.passed:
+            return Verdict(Status.CORRECT, 1.0, short, details)
+        if res.status == "timeout":
+            return Verdict(Status.TIMEOUT, score, short, details)
+        if res.status == "error" and str(res.details.get("error", "")).startswith(("SandboxError", "OSError", "TimeoutError")):
+            return Verdict(Status.ERROR, 0.0, short, details)
+        return Verdict(Status.WRONG, score, short, details)
+
+
+def reference_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The problem dict of a JSON line (the completion's own fields removed)."""
+    ref = {k: v for k, v in row.items() if k not in ("completion", "status", "score", "extracted", "details")}
+    if "test_list" in ref and isinstance(ref["test_list"], str):
+        ref["test_list"] = [ref["test_list"]]
+    return ref
+
+
+def cli_verifier(args: Any) -> CodeVerifier:
+    return CodeVerifier(backend=args.backend, timeout=args.timeout, partial=args.partial)
