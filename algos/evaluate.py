@@ -103,7 +103,8 @@ def summarize(rows: list[dict[str, Any]], n: int) -> dict[str, Any]:
     for k in ks_for(n):
         m, se = mean_se([pass_at_k(n, sum(r["status"] == "correct" for r in t[:n]), k) for t in tasks])
         out[f"pass@{k}"], out[f"pass@{k}_se"] = m, se
-    comparable = all(r.get("extracted") is not None or r["status"] != "correct" for t in tasks for r in t)
+    # maj@k needs comparable final answers: the math verifier's (its details say how it extracted them)
+    comparable = all("method" in (r.get("details") or {}) or r["status"] != "correct" for t in tasks for r in t)
     if comparable:
         for k in ks_for(n):
             m, se = mean_se([majority_correct([r.get("extracted") for r in t], [r["status"] == "correct" for r in t], k)
@@ -151,6 +152,9 @@ def write_report(out_dir: str, summary: dict[str, dict[str, Any]], rows: list[di
             if f"maj@{ks[-1]}" in s:
                 ax.plot(ks, [100 * s[f"maj@{k}"] for k in ks], linestyle="--", marker="x", label=f"{name} maj@k")
     ax.set_xscale("log", base=2)
+    ks_all = ks_for(cfg.n)
+    ax.set_xticks(ks_all, [str(k) for k in ks_all])
+    ax.set_ylim(0, 105)
     ax.set_xlabel("k (samples)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("pass@k and maj@k (± 1 s.e.)")
@@ -174,6 +178,7 @@ def write_report(out_dir: str, summary: dict[str, dict[str, Any]], rows: list[di
                    yerr=[100 * groups[g]["pass@1_se"] for g in labels], capsize=3, label=name)
             ax.set_xticks([i + (len(items) - 1) * width / 2 for i in range(len(labels))], labels)
         ax.set_xlabel(key)
+        ax.set_ylim(0, 105)
         ax.set_ylabel("pass@1 (%)")
         ax.set_title(f"pass@1 by {key} (± 1 s.e.)")
         ax.legend(fontsize=8)

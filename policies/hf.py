@@ -185,11 +185,11 @@ class TransformersEngine:
         past, logits = _cache_of(out), out.logits[:, -1, :]
         next_pos = pos[:, -1:] + 1
         eos = torch.tensor(sorted(self.eos_ids), device=dev)
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
-        tokens: list[torch.Tensor] = []
-        logps: list[torch.Tensor] = []
+        active = list(range(B))  # original row of each row still in the batch
+        toks: list[list[int]] = [[] for _ in range(B)]
+        lps: list[list[float]] = [[] for _ in range(B)]
         finish = ["length"] * B
-        stop_at = [0] * B  # number of completion tokens to keep, for rows stopped by a stop string
+        stop_at = [0] * B  # completion tokens to keep, for rows stopped by a stop string
         max_stop = max((len(s) for s in params.stop), default=0)
         for t in range(params.max_new_tokens):
             logits = logits.float()
@@ -200,38 +200,37 @@ class TransformersEngine:
             else:
                 probs = _filter_logits(logits, params.temperature, params.top_k, params.top_p).softmax(-1)
                 nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-            tokens.append(nxt)
-            logps.append(logp_all.gather(-1, nxt[:, None]).squeeze(-1))
-            hit_eos = torch.isin(nxt, eos) & ~done
-            for i in hit_eos.nonzero().flatten().tolist():
-                finish[i] = "eos"
-            done = done | hit_eos
-            if params.stop:
-                tail = torch.stack(tokens[-(max_stop + 1):], 1).tolist()
-                for i in (~done).nonzero().flatten().tolist():
-                    if any(s in tok.decode(tail[i], skip_special_tokens=True) for s in params.stop):
-                        finish[i], stop_at[i] = "stop", t + 1
-                        done[i] = True
-            if bool(done.all()):
+            lp = logp_all.gather(-1, nxt[:, None]).squeeze(-1)
+            hit_eos = torch.isin(nxt, eos)
+            keep: list[int] = []
+            for j, (tok_id, l, e) in enumerate(zip(nxt.tolist(), lp.tolist(), hit_eos.tolist())):
+                row = active[j]
+                toks[row].append(tok_id)
+                lps[row].append(l)
+                if e:
+                    finish[row] = "eos"
+                elif params.stop and any(s in tok.decode(toks[row][-(max_stop + 1):], skip_special_tokens=True)
+                                         for s in params.stop):
+                    finish[row], stop_at[row] = "stop", len(toks[row])
+                else:
+                    keep.append(j)
+            if not keep or t + 1 == params.max_new_tokens:
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # finished rows run on, ignored
+            if len(keep) < len(active):  # drop finished rows from the batch and its KV cache
+                idx = torch.tensor(keep, device=dev)
+                past.batch_select_indices(idx)
+                mask, next_pos, nxt = mask[idx], next_pos[idx], nxt[idx]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
                         **{cache_kw: past})
             past, logits = _cache_of(out), out.logits[:, -1, :]
             next_pos = next_pos + 1
         if was_training:
             model.train()
-        toks = torch.stack(tokens, 1).tolist()
-        lps = torch.stack(logps, 1).tolist()
         rollouts = []
         for i in range(B):
-            if finish[i] == "eos":
-                n = next(k for k, x in enumerate(toks[i]) if x in self.eos_ids) + 1  # keep the EOS token
-            elif finish[i] == "stop":
-                n = stop_at[i]
-            else:
-                n = len(toks[i])
+            n = stop_at[i] if finish[i] == "stop" else len(toks[i])  # an EOS token is kept
             comp = toks[i][:n]
             text = tok.decode(comp, skip_special_tokens=True)
             if finish[i] == "stop":

@@ -31,10 +31,13 @@ def test_maj_at_k_and_standard_errors():
     assert mean_se([1.0]) == (1.0, 0.0)
 
 
+IMAGE = os.environ.get("RLVR_SANDBOX_IMAGE", "rlvr-sandbox:latest")
+
+
 @pytest.fixture()
 def gold_server(gsm8k_path):
     answers = {}
-    for name, kw in (("math", {}), ("gsm8k", {"path": gsm8k_path})):
+    for name, kw in (("math", {}), ("gsm8k", {"path": gsm8k_path}), ("humaneval", {"image": IMAGE, "workers": 2})):
         env = envs.make(name, **kw).unwrapped
         for t in env.tasks(12, "heldout"):
             answers[t.prompt] = env.gold_completion(t)
@@ -49,18 +52,21 @@ def _eval(tmp_path, server, *extra):
 
 
 def test_gold_answers_score_100_on_every_env_and_junk_0(tmp_path, gold_server, gsm8k_path):
-    s = _eval(tmp_path / "gold", gold_server, "env=[math,gsm8k]", f"env.gsm8k.path={gsm8k_path}", "n=2",
-              "temperature=1.0")
-    for name in ("math", "gsm8k"):
+    s = _eval(tmp_path / "gold", gold_server, "env=[math,gsm8k,humaneval]", f"env.gsm8k.path={gsm8k_path}",
+              f"env.humaneval.image={IMAGE}", "n=2", "temperature=1.0")
+    for name in ("math", "gsm8k", "humaneval"):
         assert s[name]["n_tasks"] == 12 and s[name]["pass@1"] == 1.0 and s[name]["pass@2"] == 1.0
         assert s[name]["mean_reward"] == pytest.approx(1.0) and s[name]["count/error"] == 0
     assert (tmp_path / "gold" / "report.md").exists() and (tmp_path / "gold" / "pass_at_k.png").exists()
     junk = FakeOpenAI({}, default="lorem ipsum")
     try:
-        s = _eval(tmp_path / "junk", junk, "env=math")
+        s = _eval(tmp_path / "junk", junk, "env=[math,gsm8k,humaneval]", f"env.gsm8k.path={gsm8k_path}",
+                  f"env.humaneval.image={IMAGE}")
     finally:
         junk.close()
-    assert s["math"]["pass@1"] == 0.0 and s["math"]["count/no_answer"] == 12
+    for name in ("math", "gsm8k", "humaneval"):
+        assert s[name]["pass@1"] == 0.0 and s[name]["mean_reward"] == 0.0
+    assert s["math"]["count/no_answer"] == 12
 
 
 def test_resume_skips_done_tasks_and_reverify_reproduces(tmp_path, gold_server):
