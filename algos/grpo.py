@@ -5,8 +5,9 @@
 
 The variant implemented (defaults in brackets):
 
-* per step, ``prompts_per_step`` training tasks [16], ``group_size`` completions each [8],
-  sampled at ``temperature`` [1.0] with per-token logprobs recorded at sampling time;
+* per step, ``prompts_per_step`` training tasks [32], ``group_size`` completions each [8],
+  sampled at ``temperature`` [0.7] with per-token logprobs of that tempered policy recorded at
+  sampling time (the loss recomputes them at the same temperature);
 * reward = the environment's weighted mean of verifiable parts (correctness, format);
   truncated completions are masked out of the loss [mask] or penalised;
 * group-relative advantages (Shao et al. 2024, DeepSeekMath) scaled by the group's std
@@ -46,18 +47,18 @@ from policies.hf import collate, token_logprobs
 
 @dataclasses.dataclass
 class GRPOConfig(RunConfig):
-    steps: int = 300
+    steps: int = 150
     """training steps (one batch of prompts each)"""
-    prompts_per_step: int = 16
+    prompts_per_step: int = 32
     """training tasks per step"""
     group_size: int = 8
     """completions sampled per task (G)"""
-    temperature: float = 1.0
-    """sampling temperature for training rollouts"""
+    temperature: float = 0.7
+    """sampling temperature for training rollouts (logprobs and the loss use the same tempered policy)"""
     top_p: float = 1.0
     """nucleus sampling for training rollouts"""
-    lr: float = 2e-4
-    """learning rate (AdamW, constant after warmup)"""
+    lr: float = 1e-5
+    """learning rate (AdamW, constant after warmup); the tiny model degrades above ~3e-5"""
     warmup_steps: int = 5
     """linear learning-rate warmup"""
     weight_decay: float = 0.0
