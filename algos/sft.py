@@ -87,9 +87,6 @@ class Examples:
         if cfg.data:
             self.rows = load_sft_rows(cfg.data)
 
-    def __len__(self) -> int | None:  # type: ignore[override]
-        return len(self.rows) if self.rows is not None else None
-
     def get(self, index: int) -> tuple[list[int], list[int]]:
         if self.rows is not None:
             prompt, response = self.rows[index % len(self.rows)]
@@ -140,9 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(os.cpu_count() or 1)
     seed_everything(cfg.seed)
     env = envs.make(cfg.env, **cfg.env_kwargs) if not cfg.data else None
-    if cfg.data is None:
-        pass
-    eval_env = env if env is not None else None
+    eval_env = env  # held-out accuracy needs an environment; a plain dataset has none
     engine, model, tok = load(cfg.policy)
     if model is None:
         raise cfglib.ConfigError("policy.engine=openai cannot be trained; use policy.engine=transformers")
