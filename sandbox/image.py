@@ -4,8 +4,8 @@ into a folder, then ``docker import`` it.
     python -m sandbox image build [--name rlvr-sandbox:latest] [--suite bookworm] [--mirror URL]
 
 Needs root, ``debootstrap`` (apt-get install debootstrap) and a reachable Debian mirror.
-The result is equivalent, for the runner, to ``python:3.12-slim``: a shell-less-in-practice
-minimal Debian with python3 (3.11 on bookworm) and the ``nobody`` user (uid 65534).
+The result is equivalent, for the runner, to ``python:3.12-slim``: a minimal Debian with
+python3 (3.11 on bookworm) and the ``nobody`` user (uid 65534).
 """
 
 from __future__ import annotations
