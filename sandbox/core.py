@@ -171,6 +171,7 @@ class DockerWorker(_Framed):
             environment={"RLVR_SWEEP_ALL": "1", "PYTHONDONTWRITEBYTECODE": "1", "RLVR_WORK_ROOT": "/tmp/work"},
             labels={"rlvr-gym.sandbox": "1"}, working_dir="/tmp")
         sock = self.container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        self._sockio = sock  # docker-py's wrapper (it also keeps the HTTP response alive): closed with us
         self.sock: socket.socket = getattr(sock, "_sock", sock)
         self.sock.setblocking(True)
         self.container.start()
@@ -211,10 +212,12 @@ class DockerWorker(_Framed):
         return out
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        for obj in (getattr(self._sockio, "_response", None), self._sockio, self.sock):
+            try:
+                if obj is not None:
+                    obj.close()
+            except Exception:  # noqa: BLE001 - best effort: already closed
+                pass
         try:
             self.container.remove(force=True)
         except Exception:  # noqa: BLE001 - best effort: the container may already be gone
