@@ -73,8 +73,16 @@ class VLLMEngine:
         vllm = _import_vllm()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # same process: weight sync by reference
         src = getattr(model, "name_or_path", None) or cfg.model
-        llm = vllm.LLM(model=src, tokenizer=src, dtype=cfg.dtype, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                       enable_sleep_mode=True, seed=cfg.seed, enable_prefix_caching=True)
+        kwargs = dict(model=src, tokenizer=src, dtype=cfg.dtype, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                      enable_sleep_mode=True, seed=cfg.seed, enable_prefix_caching=True,
+                      # logprobs of the tempered distribution we sample from (what `token_logprobs` recomputes);
+                      # vLLM's default is the raw model's
+                      logprobs_mode="processed_logprobs")
+        try:
+            llm = vllm.LLM(**kwargs)
+        except TypeError:  # a vLLM without logprobs_mode: raw logprobs, exact only at temperature 1
+            kwargs.pop("logprobs_mode")
+            llm = vllm.LLM(**kwargs)
         return cls(llm, tokenizer)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Rollout]]:
