@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 import time
 from typing import Any
@@ -26,8 +25,8 @@ from tqdm import tqdm
 import envs
 from algos import config as cfglib
 from algos.evaluation import heldout_eval
-from algos.runs import Run, load_trainer_state, seed_everything, set_rng_state
-from policies import PolicyConfig, load
+from algos.common import run_main, start
+from policies import PolicyConfig
 from policies.hf import collate, encode_prompt, token_logprobs
 
 
@@ -129,37 +128,19 @@ def load_sft_rows(data: str) -> list[tuple[Any, str]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    # ---------------------------------------------------------------- config and setup
-    cfg: SFTConfig = cfglib.parse(SFTConfig, argv, prog="algos.sft")
-    if cfg.resume:
-        saved = cfglib.from_dict(SFTConfig, _read_yaml(os.path.join(cfg.resume, "config.yaml")))
-        saved.resume, cfg = cfg.resume, saved
-    torch.set_num_threads(os.cpu_count() or 1)
-    seed_everything(cfg.seed)
-    env = envs.make(cfg.env, **cfg.env_kwargs) if not cfg.data else None
+    # ---------------------------------------------------------------- config and setup (shared with every algos module)
+    s = start(SFTConfig, argv, "sft")
+    cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
     eval_env = env  # held-out accuracy needs an environment; a plain dataset has none
-    engine, model, tok = load(cfg.policy)
-    if model is None:
-        raise cfglib.ConfigError("policy.engine=openai cannot be trained; use policy.engine=transformers")
-    label = envs.canonical_name(cfg.env) if not cfg.data else "data"
-    run = Run("sft", label, cfg, out=cfg.out, resume=cfg.resume, wandb=cfg.wandb)
     data = Examples(cfg, env, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    start, position = 0, 0
-    if cfg.resume and (ckpt := run.latest_checkpoint()):
-        engine, model, tok = load(dataclasses.replace(cfg.policy, model=ckpt))
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-        st = load_trainer_state(ckpt)
-        opt.load_state_dict(st["optimizer"])
-        set_rng_state(st["rng"])
-        start, position = st["step"], st["state"]["position"]
-        run.truncate_after(start)
-        data = Examples(cfg, env, tok)
-        print(f"resumed from {ckpt} at step {start}", file=sys.stderr)
+    if s.optimizer_state is not None:
+        opt.load_state_dict(s.optimizer_state)
+    start_step, position = s.step, s.state.get("position", 0)
     t0 = time.time()
     loss_val = float("nan")
-    step = start
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="sft", dynamic_ncols=True)
+    step = start_step
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="sft", dynamic_ncols=True)
     try:
         for step in bar:
             # ---------------------------------------------------------------- batch
@@ -207,22 +188,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = run.save_checkpoint(cfg.steps, model, tok, opt, {"position": position})
     summary["checkpoint"] = path
     run.write_summary(summary)
-    run.plot({"loss": ["loss/sft"], "held-out accuracy": ["eval/accuracy"]}, f"SFT on {label}")
+    run.plot({"loss": ["loss/sft"], "held-out accuracy": ["eval/accuracy"]}, f"SFT on {cfg.data or cfg.env}")
     run.close()
     print(f"sft done: {summary}")
     return summary
 
 
-def _read_yaml(path: str) -> dict[str, Any]:
-    import yaml
-
-    with open(path) as f:
-        return yaml.safe_load(f)
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except (cfglib.ConfigError, envs.EnvError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    run_main(main)

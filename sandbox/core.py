@@ -306,6 +306,11 @@ class Sandbox:
             self._all.append(w)
         return w
 
+    def _replace(self, w: Any) -> None:
+        """Retire a worker and put a fresh one in the idle queue."""
+        self._retire(w)
+        self._idle.put([self._start_worker(), 0])
+
     def _retire(self, w: Any) -> None:
         with self._lock:
             if w in self._all:
@@ -324,15 +329,13 @@ class Sandbox:
             w.send(payload)
             res = w.recv(timeout=timeout + 30)
         except (OSError, TimeoutError, SandboxError, ValueError) as e:
-            self._retire(w)
-            self._idle.put([self._start_worker(), 0])
+            self._replace(w)
             return {"runner_error": f"{type(e).__name__}: {e}"}
         n += 1
         dirty = res.get("timed_out") or res.get("leftover_processes") or res.get("output_limit") or \
             res.get("exit_code") in (-9, 137) or "runner_error" in res
         if dirty or n >= self.max_jobs:
-            self._retire(w)
-            self._idle.put([self._start_worker(), 0])
+            self._replace(w)
         else:
             self._idle.put([w, n])
         return res

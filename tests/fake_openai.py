@@ -9,6 +9,15 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def send_json(handler: BaseHTTPRequestHandler, obj: object, code: int = 200) -> None:
+    data = json.dumps(obj).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class FakeOpenAI:
     def __init__(self, answers: dict[str, str] | None = None, default: str = "lorem ipsum"):
         self.answers, self.default, self.requests = answers or {}, default, 0
@@ -26,12 +35,7 @@ class FakeOpenAI:
                 key = "message" if "messages" in body else "text"
                 choices = [{"index": i, key: ({"role": "assistant", "content": text} if key == "message" else text),
                             "finish_reason": "stop"} for i in range(body.get("n", 1))]
-                data = json.dumps({"choices": choices}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, {"choices": choices})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"

@@ -12,6 +12,7 @@ from policies.hf import TransformersEngine
 from policies.openai_client import OpenAIEngine, OpenAIError
 from policies.tiny import build_model, build_tokenizer
 from policies.vllm_engine import to_rollouts
+from tests.fake_openai import send_json
 
 
 @pytest.fixture(scope="module")
@@ -169,12 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             choices = [{"index": i, "text": f"done {body['prompt']} </answer> tail", "finish_reason": "length",
                         "logprobs": {"token_logprobs": [-1.0, -2.0]}} for i in range(n)]
-        data = json.dumps({"choices": choices}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, {"choices": choices})
 
 
 @pytest.fixture()

@@ -254,7 +254,7 @@ class MathVerifier:
         if len(completions) != len(references):
             raise ValueError(f"got {len(completions)} completions but {len(references)} references")
         out: list[Verdict | None] = [None] * len(completions)
-        slow: list[int] = []
+        slow: list[tuple[int, str]] = []  # (index, extraction method)
         slow_args: list[tuple] = []
         for i, (c, r) in enumerate(zip(completions, references)):
             if not isinstance(c, str) or not isinstance(r, str):
@@ -276,12 +276,11 @@ class MathVerifier:
                     out[i] = Verdict(status, 1.0 if status is Status.CORRECT else 0.0, _short(cand.strip()),
                                      {"method": method, "path": "fast"})
                     continue
-            slow.append(i)
+            slow.append((i, method))
             payload, is_answer = _sympy_payload(cand, method, region)
             slow_args.append((payload, r, self.precision, self.strict, self.set_relation, is_answer))
         if slow:
-            for i, (kind, value) in zip(slow, self.pool.map(slow_args, timeout=self.timeout)):
-                method = extract_answer(completions[i])[1]
+            for (i, method), (kind, value) in zip(slow, self.pool.map(slow_args, timeout=self.timeout)):
                 if kind == "ok":
                     status, extracted, note = value
                     st = Status(status)
