@@ -73,8 +73,9 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
         saved.resume, cfg = cfg.resume, saved
     torch.set_num_threads(os.cpu_count() or 1)
     seed_everything(cfg.seed)
-    data = getattr(cfg, "data", None)  # SFT on a plain dataset needs no environment
-    env = envs.make(cfg.env, **cfg.env_kwargs) if cfg.env and not data else None
+    # SFT on a plain dataset needs no environment; preference training keeps it for evaluation
+    data_only = getattr(cfg, "data", None) and getattr(cfg_cls, "data_replaces_env", False)
+    env = envs.make(cfg.env, **cfg.env_kwargs) if cfg.env and not data_only else None
     run = Run(algo, envs.canonical_name(cfg.env) if env is not None else "data", cfg, out=cfg.out, resume=cfg.resume,
               wandb=cfg.wandb)
     setup = Setup(cfg, env, None, None, None, run)

@@ -17,7 +17,7 @@ import dataclasses
 import math
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm import tqdm
@@ -32,6 +32,8 @@ from policies.hf import collate, encode_prompt, token_logprobs
 
 @dataclasses.dataclass
 class SFTConfig:
+    data_replaces_env: ClassVar[bool] = True  # with data=, no environment (and no held-out accuracy)
+
     env: str = "math"
     """environment whose worked solutions are the training data (alias, Gymnasium id or module:Class)"""
     env_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -92,9 +94,15 @@ class Examples:
         else:
             base = self.env.unwrapped
             task = base.source.task(index, "train")
-            prompt, response = base.prompt_of(task), base.gold_completion(task)
+            prompt, response = base.prompt_of(task), base.demonstration(task)
         resp = self.tok(response, add_special_tokens=False)["input_ids"] + [self.eos]
         return encode_prompt(self.tok, prompt), resp
+
+
+def sft_loss(model: Any, batch: Any) -> torch.Tensor:
+    """Mean cross-entropy over response tokens (prompt tokens masked out)."""
+    logp = token_logprobs(model, batch)
+    return -(logp * batch.completion_mask).sum() / batch.completion_mask.sum()
 
 
 def load_sft_rows(data: str) -> list[tuple[Any, str]]:
@@ -149,8 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             batch = collate([p for p, _ in pairs], [r for _, r in pairs], tok.pad_token_id).to(model.device)
             # ---------------------------------------------------------------- loss: response tokens only
             model.train()
-            logp = token_logprobs(model, batch)
-            loss = -(logp * batch.completion_mask).sum() / batch.completion_mask.sum()
+            loss = sft_loss(model, batch)
             # ---------------------------------------------------------------- update
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)

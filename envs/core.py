@@ -161,6 +161,11 @@ class TextEnv(gymnasium.Env):
         steps = task.solution or ""
         return f"<think>\n{steps}\n</think>\n<answer>{task.reference}</answer>"
 
+    def demonstration(self, task: Task) -> str:
+        """The completion SFT trains on for this task; the gold completion unless an environment
+        is configured to teach with imperfect demonstrations."""
+        return self.gold_completion(task)
+
     def tasks(self, n: int, split: str | None = None, start: int = 0) -> list[Task]:
         return self.source.tasks(n, split or self.split, start)
 

@@ -75,6 +75,72 @@ def _binary(a: int, op: str, b: int) -> tuple[str, int, list[str]]:
     return f"{a} * {b}", a * b, [f"{t * 10}*{b}={t * 10 * b}", f"{o}*{b}={o * b}", f"{t * 10 * b}+{o * b}={a * b}"]
 
 
+def slipped_solution(question: str) -> tuple[list[str], int] | None:
+    """The worked solution with the classic slip, if the problem has the spot for one.
+
+    * addition: the carry into the leading column is forgotten (``3+1=4`` for ``3+1+1=5``);
+    * subtraction: the borrow from the leading column is forgotten;
+    * two-digit times one-digit: the tens of the ones product are dropped in the final sum
+      (``180+18=188``).
+
+    The rest of the solution follows the slip, so the stated answer is the slipped one.
+    Returns (steps, wrong answer), or None when the problem has no such spot (no carry into
+    the leading column, and so on)."""
+    body = question.removeprefix("Compute: ")
+    parts = body.split(" ")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+        return None
+    a, op, b = int(parts[0]), parts[1], int(parts[2])
+    if op == "+":
+        da, db = str(a)[::-1], str(b)[::-1]
+        n = max(len(da), len(db))
+        steps, carry, digits = [], 0, []
+        for i in range(n):
+            x = int(da[i]) if i < len(da) else 0
+            y = int(db[i]) if i < len(db) else 0
+            if i == n - 1 and n > 1:
+                if not carry:
+                    return None
+                carry = 0  # the slip
+            t = x + y + carry
+            steps.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={t}" + (f" carry {t // 10}" if t >= 10 else ""))
+            digits.append(t % 10)
+            carry = t // 10
+        if carry:
+            steps.append(f"carry {carry}")
+            digits.append(carry)
+        wrong = int("".join(str(d) for d in reversed(digits)))
+        return steps + [f"{a}+{b}={wrong}"], wrong
+    if op == "-":
+        da, db = str(a)[::-1], str(b)[::-1]
+        n = len(da)
+        steps, borrow, digits = [], 0, []
+        for i in range(n):
+            if i == n - 1 and n > 1:
+                if not borrow:
+                    return None
+                borrow = 0  # the slip
+            x = int(da[i]) - borrow
+            y = int(db[i]) if i < len(db) else 0
+            if x < y:
+                steps.append(f"{x + 10}-{y}={x + 10 - y} borrow 1")
+                digits.append(x + 10 - y)
+                borrow = 1
+            else:
+                steps.append(f"{x}-{y}={x - y}")
+                digits.append(x - y)
+                borrow = 0
+        wrong = int("".join(str(d) for d in reversed(digits)))
+        return steps + [f"{a}-{b}={wrong}"], wrong
+    if op == "*" and 10 <= a <= 99 and b <= 9:
+        t, o = divmod(a, 10)
+        if o * b < 10:
+            return None
+        wrong = t * 10 * b + (o * b) % 10
+        return [f"{t * 10}*{b}={t * 10 * b}", f"{o}*{b}={o * b}", f"{t * 10 * b}+{o * b}={wrong}"], wrong
+    return None
+
+
 def _multistep(rng: random.Random) -> tuple[str, Fraction, list[str]]:
     a, b, c, d = (rng.randint(2, 20) for _ in range(4))
     shape = rng.randrange(3)
@@ -187,14 +253,32 @@ class MathEnv(TextEnv):
         heldout_fraction: share of all problems reserved for the held-out split.
         correct_weight, format_weight: reward weights; format_mode: "soft" or "strict".
         timeout: hard limit in seconds for one sympy check.
+        demo_slip_rate: share of SFT demonstrations, among problems that have the spot for it,
+            that carry the classic slip of `slipped_solution` (a forgotten carry or borrow);
+            0 (default) teaches only correct solutions. The shipped cold start was trained with
+            0.6, an imperfect teacher whose habit RL has to unlearn. Rewards never change.
         split, prompt_format, system_prompt: see `TextEnv`.
     """
 
     def __init__(self, difficulty: int = 3, seed: int = 0, heldout_fraction: float = 0.1,
                  correct_weight: float = 1.0, format_weight: float = 0.1, format_mode: str = "soft",
-                 timeout: float = 5.0, split: str = "train", prompt_format: str = "chat",
+                 timeout: float = 5.0, demo_slip_rate: float = 0.0, split: str = "train", prompt_format: str = "chat",
                  system_prompt: str | None = FORMAT_INSTRUCTION, render_mode: str | None = None):
+        if not 0.0 <= demo_slip_rate <= 1.0:
+            raise EnvError(f"demo_slip_rate must be in [0, 1], got {demo_slip_rate!r}")
+        self.demo_slip_rate = demo_slip_rate
         super().__init__(ProceduralMath(difficulty, seed, heldout_fraction),
                          math_rubric(correct_weight, format_weight, format_mode, timeout),
                          split=split, prompt_format=prompt_format, system_prompt=system_prompt,
                          render_mode=render_mode)
+
+    def demonstration(self, task: Task) -> str:
+        """The SFT demonstration: the gold completion, or with probability ``demo_slip_rate``
+        (decided by a hash of the task id, so the same task always gets the same one) the
+        slipped solution and its wrong answer."""
+        if self.demo_slip_rate > 0:
+            slipped = slipped_solution(task.prompt)
+            if slipped is not None and item_rng("slip", 0, task.id, 0).random() < self.demo_slip_rate:
+                steps, wrong = slipped
+                return "<think>\n" + "\n".join(steps) + f"\n</think>\n<answer>{wrong}</answer>"
+        return self.gold_completion(task)

@@ -1,0 +1,176 @@
+"""Offline preference training: DPO, ORPO, SimPO and KTO on a preference dataset.
+
+    python -m algos.preference env=math out=prefs.jsonl              # pairs from the tiny model's own samples
+    python -m algos.dpo data=prefs.jsonl                             # DPO (loss=dpo)
+    python -m algos.dpo data=prefs.jsonl loss=simpo                  # or orpo, kto
+    python -m algos.dpo data=trl-lib/ultrafeedback_binarized policy.model=Qwen/Qwen2.5-0.5B-Instruct
+
+``loss=``
+
+* ``dpo`` (Rafailov et al. 2023): -log sigmoid(beta [(log pi(c) - log ref(c)) - (log pi(r) -
+  log ref(r))]) with summed sequence logprobs and a frozen reference (the starting weights);
+* ``orpo`` (Hong et al. 2024): NLL of the chosen response + orpo_lambda x odds-ratio term, no
+  reference model;
+* ``simpo`` (Meng et al. 2024): -log sigmoid(simpo_beta (avg log pi(c) - avg log pi(r)) -
+  simpo_gamma), length-normalised, no reference model;
+* ``kto`` (Ethayarajh et al. 2024): unpaired desirable/undesirable examples against a frozen
+  reference, with the reference point estimated per batch from mismatched pairs.
+
+Data: prompt/chosen/rejected rows for dpo, orpo, simpo; prompt/completion/label rows (or pairs,
+split into one good and one bad example) for kto. Prompts may be text or chat messages,
+responses text or chat messages. Each epoch visits the data in a new seeded order. When the
+config names an environment (``env=``, default math), held-out greedy accuracy is measured
+before and after, as in every RL module, and the run folder is the same as GRPO's.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import sys
+import time
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from algos import config as cfglib
+from algos.common import RunConfig, run_main, start
+from algos.evaluation import heldout_eval
+from algos.preference import LossSettings, kto_batch_loss, load_preference_data, pair_loss
+
+
+@dataclasses.dataclass
+class DPOConfig(RunConfig):
+    data: str | None = None
+    """preference dataset: hub name or local JSON/JSONL/Parquet (build one with python -m algos.preference)"""
+    loss: Literal["dpo", "orpo", "simpo", "kto"] = "dpo"
+    """preference loss"""
+    beta: float = 0.1
+    """DPO/KTO: strength of the implicit KL to the reference"""
+    simpo_beta: float = 2.0
+    """SimPO: reward scale"""
+    simpo_gamma: float = 0.5
+    """SimPO: target reward margin"""
+    orpo_lambda: float = 0.1
+    """ORPO: weight of the odds-ratio term next to the chosen NLL"""
+    kto_desirable_weight: float = 1.0
+    """KTO: weight of desirable examples"""
+    kto_undesirable_weight: float = 1.0
+    """KTO: weight of undesirable examples"""
+    epochs: int = 1
+    """passes over the dataset"""
+    shuffle: bool = True
+    """visit the data in a new seeded order each epoch (false: file order)"""
+    max_steps: int = 0
+    """stop after this many optimizer steps (0: epochs decide)"""
+    batch_size: int = 32
+    """pairs (or KTO examples) per optimizer step"""
+    lr: float = 1e-4
+    """learning rate (AdamW, linear warmup then constant)"""
+    warmup_steps: int = 20
+    """linear warmup steps"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    adam_beta2: float = 0.99
+    """AdamW beta2"""
+    grad_clip: float = 1.0
+    """clip the gradient norm (0: off)"""
+
+
+def loss_settings(cfg: Any) -> LossSettings:
+    return LossSettings(cfg.loss, cfg.beta, cfg.simpo_beta, cfg.simpo_gamma, cfg.orpo_lambda)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # ------------------------------------------------------------------ setup
+    s = start(DPOConfig, argv, "dpo")
+    cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
+    if not cfg.data:
+        raise cfglib.ConfigError("data= is required: a preference dataset (build one with "
+                                 "python -m algos.preference env=math out=prefs.jsonl)")
+    rows = load_preference_data(cfg.data, tok, "thumbs" if cfg.loss == "kto" else "pairs")
+    settings = loss_settings(cfg)
+    # the reference: the starting weights, frozen (ORPO and SimPO need none)
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.loss in ("dpo", "kto") else None
+    if ref is not None and s.step:  # resuming: the reference is the run's starting model, not the checkpoint
+        from policies import load_model
+
+        ref = load_model(cfg.policy)[0].eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2))
+    if s.optimizer_state is not None:
+        opt.load_state_dict(s.optimizer_state)
+    per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    total = cfg.max_steps or per_epoch * cfg.epochs
+    acc_before = s.state.get("heldout_accuracy_before")
+    if acc_before is None and env is not None:
+        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+        acc_before = ev["accuracy"]
+        run.log(0, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+        print(f"held-out accuracy before: {acc_before:.1%} ({cfg.heldout_size} tasks)", file=sys.stderr)
+    print(f"{len(rows)} {'examples' if cfg.loss == 'kto' else 'pairs'} from {cfg.data}; {total} steps", file=sys.stderr)
+    t_start = time.time() - s.state.get("wall_seconds", 0.0)
+    bar = tqdm(range(s.step, total), initial=s.step, total=total, desc=cfg.loss, dynamic_ncols=True)
+    step = s.step
+    loss_val = float("nan")
+    for step in bar:
+        t0 = time.time()
+        # -------------------------------------------------------------- minibatch: epoch-seeded order
+        epoch, k = divmod(step, per_epoch)
+        order = list(range(len(rows)))
+        if cfg.shuffle:
+            random.Random(cfg.seed * 7919 + epoch).shuffle(order)
+        mb = [rows[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
+        # -------------------------------------------------------------- loss and update
+        model.train()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        if cfg.loss == "kto":
+            loss, stats = kto_batch_loss(model, ref, mb, tok.pad_token_id, settings, cfg.kto_desirable_weight,
+                                         cfg.kto_undesirable_weight)
+        else:
+            loss, stats = pair_loss(model, ref, mb, tok.pad_token_id, settings)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+        opt.step()
+        loss_val = loss.item()
+        # -------------------------------------------------------------- log
+        metrics = {f"loss/{cfg.loss}": loss_val, "train/grad_norm": gn.item(), "train/lr": opt.param_groups[0]["lr"],
+                   "train/epoch": epoch, "perf/step_seconds": time.time() - t0, **stats}
+        if env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
+            ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+            metrics.update({"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+        run.log(step + 1, metrics)
+        bar.set_postfix(loss=f"{loss_val:.3f}")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
+            run.save_checkpoint(step + 1, model, tok, opt, {"heldout_accuracy_before": acc_before,
+                                                            "wall_seconds": time.time() - t_start})
+    bar.close()
+    # ------------------------------------------------------------------ final evaluation and save
+    wall = time.time() - t_start
+    summary: dict[str, Any] = {"loss": cfg.loss, "pairs_or_examples": len(rows), "steps": total,
+                               "final_loss": loss_val, "wall_seconds": round(wall, 1)}
+    if env is not None:
+        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+        run.log(total, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+        summary.update({"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
+                        "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size})
+    summary["checkpoint"] = run.save_checkpoint(total, model, tok, opt, {"heldout_accuracy_before": acc_before,
+                                                                         "wall_seconds": wall})
+    run.write_summary(summary)
+    run.plot({"loss": [f"loss/{cfg.loss}"], "preference": ["pref/accuracy", "pref/reward_margin"],
+              "accuracy": ["eval/accuracy"]}, f"{cfg.loss.upper()} on {cfg.data}")
+    run.close()
+    if env is not None:
+        print(f"held-out accuracy: before {acc_before:.1%} -> after {summary['heldout_accuracy_after']:.1%} "
+              f"({cfg.heldout_size} tasks, {total} steps, {wall:.0f}s); run folder {run.dir}")
+    else:
+        print(f"{cfg.loss} done: {total} steps, final loss {loss_val:.4f}; run folder {run.dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_main(main)

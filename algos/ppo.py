@@ -1,0 +1,246 @@
+"""Actor-critic PPO for language models (InstructGPT / Ziegler et al. 2019 style, as in
+TRL's PPOTrainer and OpenRLHF).
+
+    python -m algos.ppo env=math
+
+Per step:
+
+1. sample ``samples_per_prompt`` completions for each of ``prompts_per_step`` training
+   tasks at ``temperature``, recording the sampling logprobs (the "old" policy);
+2. score them with the environment's verifiers; token-level rewards are
+   ``-kl_coef * (log pi_old - log ref)`` at every completion token (the per-token KL penalty
+   to the frozen reference, the starting weights) plus the verifier reward at the last token;
+   truncated completions get ``truncation_reward`` instead of the verifier's;
+3. a separate critic (a copy of the policy's transformer with a zero-initialised scalar
+   head) gives a value per completion position; GAE(``gamma``, ``lam``) gives advantages
+   (whitened over the batch) and returns;
+4. ``ppo_epochs`` passes over the batch in ``minibatches`` shuffled minibatches: the clipped
+   policy loss (token-level mean) on the actor and the clipped value loss on the critic,
+   each with its own AdamW.
+
+Writes the run folder of GRPO, with held-out accuracy before and after in ``summary.json``;
+``resume=RUN_DIR`` continues from the last checkpoint (actor, critic, both optimizers).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from algos import losses
+from algos.common import RunConfig, reward_metrics, run_main, sample_and_score, start
+from algos.evaluation import heldout_eval
+from policies import SamplingParams
+from policies.hf import Batch, _positions, collate, token_logprobs
+
+
+@dataclasses.dataclass
+class PPOConfig(RunConfig):
+    steps: int = 100
+    """PPO iterations (sample a batch, then optimise on it)"""
+    prompts_per_step: int = 64
+    """training tasks per step"""
+    samples_per_prompt: int = 4
+    """completions per task"""
+    temperature: float = 0.7
+    """sampling temperature (logprobs and the loss use the same tempered policy)"""
+    lr: float = 1e-5
+    """actor learning rate (AdamW, constant after warmup)"""
+    critic_lr: float = 1e-4
+    """critic learning rate"""
+    warmup_steps: int = 5
+    """linear warmup of both learning rates (PPO iterations)"""
+    ppo_epochs: int = 2
+    """passes over each batch"""
+    minibatches: int = 4
+    """minibatches per pass"""
+    eps: float = 0.2
+    """policy ratio clip range"""
+    value_clip: float = 0.2
+    """value clip range around the sampling-time values"""
+    gamma: float = 1.0
+    """discount over tokens"""
+    lam: float = 0.95
+    """GAE lambda"""
+    kl_coef: float = 0.02
+    """per-token KL penalty to the reference in the reward (0: no reference model)"""
+    whiten_advantages: bool = True
+    """normalise advantages to mean 0, std 1 over the batch's completion tokens"""
+    truncation_reward: float = 0.0
+    """reward of a completion cut at max_new_tokens (instead of the verifier's)"""
+    grad_clip: float = 1.0
+    """clip each model's gradient norm (0: off)"""
+
+
+class Critic(torch.nn.Module):
+    """A value model: the policy's transformer body (a copy) and a scalar head, zero-initialised
+    so the first values are 0."""
+
+    def __init__(self, policy: Any):
+        super().__init__()
+        self.body = copy.deepcopy(policy.get_decoder() if hasattr(policy, "get_decoder") else policy.base_model)
+        self.head = torch.nn.Linear(policy.config.hidden_size, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+        self.head.to(next(self.body.parameters()).device)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Value of the state before each completion token, [B, C]."""
+        out = self.body(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=_positions(batch.attention_mask), use_cache=False)
+        h = out.last_hidden_state[:, batch.prompt_len - 1:-1, :]
+        return self.head(h.float()).squeeze(-1)
+
+
+def token_rewards(final: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.Tensor | None, mask: torch.Tensor,
+                  kl_coef: float) -> torch.Tensor:
+    """Per-token rewards [B, C]: -kl_coef (log pi_old - log ref) at each token, plus the final
+    reward at each row's last real token."""
+    r = torch.zeros_like(logp_old)
+    if ref_logp is not None and kl_coef:
+        r = -kl_coef * (logp_old - ref_logp)
+    r = r * mask
+    last = (mask.sum(-1).long() - 1).clamp(min=0)
+    r[torch.arange(r.shape[0]), last] += final
+    return r
+
+
+def _slice(batch: Batch, idx: torch.Tensor) -> Batch:
+    return Batch(batch.input_ids[idx], batch.attention_mask[idx], batch.completion_mask[idx], batch.prompt_len)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # ------------------------------------------------------------------ setup
+    s = start(PPOConfig, argv, "ppo")
+    cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
+    base = env.unwrapped
+    critic = Critic(model)
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef > 0 else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    copt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, betas=(0.9, 0.99))
+    if s.optimizer_state is not None:
+        opt.load_state_dict(s.optimizer_state)
+        extra = torch.load(os.path.join(run.latest_checkpoint(), "critic.pt"), weights_only=False)
+        critic.load_state_dict(extra["critic"])
+        copt.load_state_dict(extra["optimizer"])
+        if ref is not None:  # the reference is the run's starting model, not the checkpoint
+            from policies import load_model
+
+            ref = load_model(cfg.policy)[0].eval().requires_grad_(False)
+    position = s.state.get("position", 0)
+    acc_before = s.state.get("heldout_accuracy_before")
+    if acc_before is None:
+        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+        acc_before = ev["accuracy"]
+        run.log(0, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+        print(f"held-out accuracy before: {acc_before:.1%} ({cfg.heldout_size} tasks)", file=sys.stderr)
+
+    def save(step: int, state: dict) -> str:
+        path = run.save_checkpoint(step, model, tok, opt, state)
+        torch.save({"critic": critic.state_dict(), "optimizer": copt.state_dict()}, os.path.join(path, "critic.pt"))
+        return path
+
+    t_start = time.time() - s.state.get("wall_seconds", 0.0)
+    bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="ppo", dynamic_ncols=True)
+    for step in bar:
+        t0 = time.time()
+        # -------------------------------------------------------------- rollout and score
+        tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)
+        position += cfg.prompts_per_step
+        params = SamplingParams(n=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                                seed=cfg.seed * 1_000_003 + step)
+        rollouts, results, _ = sample_and_score(engine, env, tasks, params)
+        metrics = reward_metrics(results, rollouts)
+        batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], tok.pad_token_id).to(model.device)
+        mask = batch.completion_mask
+        old_logp = torch.zeros_like(mask)
+        for i, r in enumerate(rollouts):
+            old_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs)
+        final = torch.tensor([cfg.truncation_reward if r.truncated else x.reward for r, x in zip(rollouts, results)],
+                             device=mask.device)
+        # -------------------------------------------------------------- rewards, values, GAE
+        with torch.no_grad():
+            ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature) if ref is not None else None
+            old_values = critic(batch) * mask
+        rewards = token_rewards(final, old_logp, ref_logp, mask, cfg.kl_coef)
+        adv, returns = losses.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            mu, sd = losses.masked_mean(adv, mask), losses.masked_mean((adv - losses.masked_mean(adv, mask)) ** 2, mask).sqrt()
+            adv = (adv - mu) / (sd + 1e-8) * mask
+        # -------------------------------------------------------------- PPO epochs over minibatches
+        model.train()
+        critic.train()
+        for o, lr in ((opt, cfg.lr), (copt, cfg.critic_lr)):
+            for g in o.param_groups:
+                g["lr"] = lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        n = len(rollouts)
+        stats: dict[str, list[float]] = {}
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # per step, so a resumed run matches
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(n, generator=gen)
+            for idx in perm.chunk(cfg.minibatches):
+                idx = idx.to(mask.device)
+                sub, m = _slice(batch, idx), mask[idx]
+                logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
+                pg, clipped = losses.clipped_pg_loss(logp, old_logp[idx], adv[idx], cfg.eps, cfg.eps)
+                pg_loss = losses.masked_mean(pg, m)
+                opt.zero_grad(set_to_none=True)
+                pg_loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+                opt.step()
+                v = critic(sub)
+                v_clipped = old_values[idx] + (v - old_values[idx]).clamp(-cfg.value_clip, cfg.value_clip)
+                vf = 0.5 * torch.maximum((v - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
+                vf_loss = losses.masked_mean(vf, m)
+                copt.zero_grad(set_to_none=True)
+                vf_loss.backward()
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+                copt.step()
+                for k, val in (("loss/policy", pg_loss.item()), ("loss/value", vf_loss.item()),
+                               ("policy/clip_frac", losses.masked_mean(clipped, m).item()),
+                               ("policy/entropy", losses.masked_mean(entropy.detach(), m).item()),
+                               ("policy/approx_kl", losses.masked_mean(old_logp[idx] - logp.detach(), m).item())):
+                    stats.setdefault(k, []).append(val)
+        if hasattr(engine, "update_weights"):
+            engine.update_weights(model)
+        # -------------------------------------------------------------- log
+        dt = time.time() - t0
+        metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
+        if ref_logp is not None:
+            metrics["policy/kl_ref"] = losses.masked_mean(old_logp - ref_logp, mask).item()
+        metrics.update({"value/mean": losses.masked_mean(old_values, mask).item(),
+                        "perf/step_seconds": dt, "perf/completions_per_second": n / dt})
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+            metrics.update({"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+        run.log(step + 1, metrics)
+        bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            save(step + 1, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
+    bar.close()
+    # ------------------------------------------------------------------ final evaluation and save
+    ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+    wall = time.time() - t_start
+    run.log(cfg.steps, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+    path = save(cfg.steps, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": wall})
+    summary = {"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
+               "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size, "steps": cfg.steps,
+               "wall_seconds": round(wall, 1), "checkpoint": path}
+    run.write_summary(summary)
+    run.plot({"reward": ["reward/mean", "reward/correct"], "accuracy": ["train/accuracy", "eval/accuracy"],
+              "losses": ["loss/value", "policy/kl_ref"]}, f"PPO on {cfg.env} ({cfg.policy.model})")
+    run.close()
+    print(f"held-out accuracy: before {acc_before:.1%} -> after {ev['accuracy']:.1%} "
+          f"({cfg.heldout_size} tasks, {cfg.steps} steps, {wall:.0f}s); run folder {run.dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,191 @@
+"""Rejection sampling fine-tuning (expert iteration, STaR / RAFT / ReST-EM style).
+
+    python -m algos.rejection_sampling env=math
+    python -m algos.sft data=runs/<this run>/accepted.jsonl policy.model=OTHER_MODEL   # reuse the accepted set
+
+Each round:
+
+1. sample ``samples_per_task`` completions for each of ``tasks_per_round`` fresh training
+   tasks at ``temperature``;
+2. score them with the environment's verifiers and keep, per task, the best completion by
+   reward (ties broken by the shorter one) if the verifier accepts it as correct
+   (``keep=best``); or every distinct accepted completion (``keep=all``);
+3. append the kept ones to ``accepted.jsonl`` in the run folder (columns prompt, response,
+   reward, task_id, round: the prompt/response shape `algos.sft data=` reads);
+4. fine-tune on this round's kept completions with the SFT loss (`algos.sft.sft_loss`:
+   response tokens only, the exact sampled token ids, no re-tokenization) for ``epochs``
+   passes in minibatches of ``batch_size``.
+
+Only correct samples are ever trained on, so there is no negative gradient; the price is
+that tasks the model never solves teach nothing. Writes the run folder of GRPO
+(metrics, samples, checkpoints per round, curves, ``summary.json`` with held-out accuracy
+before and after) and resumes from the last finished round with ``resume=RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from algos.common import RunConfig, reward_metrics, run_main, sample_and_score, start
+from algos.evaluation import heldout_eval
+from algos.sft import sft_loss
+from policies import SamplingParams
+from policies.hf import collate
+
+
+@dataclasses.dataclass
+class RejectionSamplingConfig(RunConfig):
+    rounds: int = 12
+    """sample-filter-train rounds"""
+    tasks_per_round: int = 256
+    """fresh training tasks sampled each round"""
+    samples_per_task: int = 8
+    """completions per task (N of best-of-N)"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    top_p: float = 1.0
+    """nucleus sampling"""
+    keep: Literal["best", "all"] = "best"
+    """per task: the best accepted completion (ties: shorter), or every distinct accepted one"""
+    epochs: int = 2
+    """passes over each round's accepted completions"""
+    batch_size: int = 32
+    """completions per gradient step"""
+    lr: float = 3e-4
+    """learning rate (AdamW, constant after warmup)"""
+    warmup_steps: int = 5
+    """linear warmup of the learning rate (gradient steps)"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    grad_clip: float = 1.0
+    """clip the gradient norm to this (0: off)"""
+
+
+def select(rollouts: list, results: list, n_per_task: int, keep: str) -> list[int]:
+    """Indices of the rollouts to keep: per task (consecutive groups of ``n_per_task``), only
+    verifier-accepted ones; ``best`` keeps the highest reward, ties broken by fewer tokens,
+    then by sample order; ``all`` keeps every distinct accepted text."""
+    chosen: list[int] = []
+    for g in range(0, len(rollouts), n_per_task):
+        idx = [i for i in range(g, min(g + n_per_task, len(rollouts))) if _accepted(results[i])]
+        if not idx:
+            continue
+        if keep == "best":
+            chosen.append(min(idx, key=lambda i: (-results[i].reward, len(rollouts[i].completion_ids), i)))
+        else:
+            seen: set[str] = set()
+            for i in idx:
+                if rollouts[i].text not in seen:
+                    seen.add(rollouts[i].text)
+                    chosen.append(i)
+    return chosen
+
+
+def _accepted(result: Any) -> bool:
+    v = result.verdicts.get("correct")
+    return bool(v is not None and v.correct)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # ------------------------------------------------------------------ setup
+    s = start(RejectionSamplingConfig, argv, "rejection_sampling")
+    cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
+    base = env.unwrapped
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    if s.optimizer_state is not None:
+        opt.load_state_dict(s.optimizer_state)
+    position, updates = s.state.get("position", 0), s.state.get("updates", 0)
+    acc_before = s.state.get("heldout_accuracy_before")
+    if acc_before is None:
+        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+        acc_before = ev["accuracy"]
+        run.log(0, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+        print(f"held-out accuracy before: {acc_before:.1%} ({cfg.heldout_size} tasks)", file=sys.stderr)
+    accepted_path = os.path.join(run.dir, "accepted.jsonl")
+    t_start = time.time() - s.state.get("wall_seconds", 0.0)
+    shuffle = random.Random(cfg.seed)
+    bar = tqdm(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="rejection sampling", dynamic_ncols=True)
+    rnd = s.step
+    for rnd in bar:
+        t0 = time.time()
+        # -------------------------------------------------------------- sample and filter
+        tasks = base.source.tasks(cfg.tasks_per_round, "train", start=position)
+        position += cfg.tasks_per_round
+        params = SamplingParams(n=cfg.samples_per_task, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + rnd)
+        rollouts, results, flat_tasks = sample_and_score(engine, env, tasks, params)
+        kept = select(rollouts, results, cfg.samples_per_task, cfg.keep)
+        metrics = reward_metrics(results, rollouts)
+        metrics["rs/accepted"] = len(kept)
+        metrics["rs/tasks_solved"] = len({flat_tasks[i].id for i in kept}) / len(tasks)
+        with open(accepted_path, "a") as f:
+            for i in kept:
+                f.write(json.dumps({"prompt": base.prompt_of(flat_tasks[i]),
+                                    "response": rollouts[i].text, "reward": results[i].reward,
+                                    "task_id": flat_tasks[i].id, "round": rnd + 1}) + "\n")
+        # -------------------------------------------------------------- fine-tune on the kept completions
+        model.train()
+        losses_: list[float] = []
+        for _ in range(cfg.epochs):
+            order = kept[:]
+            shuffle.shuffle(order)
+            for lo in range(0, len(order), cfg.batch_size):
+                mb = [rollouts[i] for i in order[lo:lo + cfg.batch_size]]
+                batch = collate([r.prompt_ids for r in mb], [r.completion_ids for r in mb], tok.pad_token_id).to(model.device)
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * min(1.0, (updates + 1) / max(1, cfg.warmup_steps))
+                loss = sft_loss(model, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+                opt.step()
+                updates += 1
+                losses_.append(loss.item())
+        if hasattr(engine, "update_weights"):
+            engine.update_weights(model)
+        # -------------------------------------------------------------- log
+        dt = time.time() - t0
+        metrics.update({"loss/sft": sum(losses_) / len(losses_) if losses_ else float("nan"), "train/updates": updates,
+                        "perf/round_seconds": dt, "perf/completions_per_second": len(rollouts) / dt})
+        if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
+            ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+            metrics.update({"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+        run.log(rnd + 1, metrics)
+        if cfg.samples_every:
+            run.log_samples(rnd + 1, [{"task_id": flat_tasks[i].id, "prompt": flat_tasks[i].prompt, "completion": rollouts[i].text,
+                                       "reward": results[i].reward, "accepted": i in set(kept)} for i in range(min(16, len(rollouts)))])
+        bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", kept=len(kept), loss=f"{metrics['loss/sft']:.3f}")
+        state = {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
+                 "wall_seconds": time.time() - t_start}
+        if cfg.save_every and (rnd + 1) % cfg.save_every == 0 and rnd + 1 < cfg.rounds:
+            run.save_checkpoint(rnd + 1, model, tok, opt, state)
+    bar.close()
+    # ------------------------------------------------------------------ final evaluation and save
+    ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
+    wall = time.time() - t_start
+    run.log(cfg.rounds, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+    path = run.save_checkpoint(cfg.rounds, model, tok, opt, {"position": position, "updates": updates,
+                                                             "heldout_accuracy_before": acc_before, "wall_seconds": wall})
+    summary = {"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
+               "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size, "rounds": cfg.rounds,
+               "steps": updates, "wall_seconds": round(wall, 1), "accepted": accepted_path, "checkpoint": path}
+    run.write_summary(summary)
+    run.plot({"accuracy": ["train/accuracy", "eval/accuracy", "rs/tasks_solved"], "loss": ["loss/sft"]},
+             f"Rejection sampling on {cfg.env} ({cfg.policy.model})")
+    run.close()
+    print(f"held-out accuracy: before {acc_before:.1%} -> after {ev['accuracy']:.1%} "
+          f"({cfg.heldout_size} tasks, {cfg.rounds} rounds, {wall:.0f}s); accepted set {accepted_path}; run folder {run.dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_main(main)
