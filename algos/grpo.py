@@ -20,7 +20,11 @@ The variant implemented (defaults in brackets):
 * loss aggregation over tokens of the whole batch [token, DAPO], per sequence (GRPO) or by
   a constant (Dr. GRPO);
 * optional KL to a frozen reference model with the k3 estimator, off by default (beta=0,
-  and then no reference model is loaded).
+  and then no reference model is loaded);
+* with beta=0 and one minibatch, rows with zero advantage (all-equal groups) and fully masked
+  rows are left out of the forward/backward pass, with the loss normaliser of the whole batch:
+  the same loss and gradients for less compute (entropy and clip fraction are then logged
+  over the rows that were run).
 
 Left out: PPO-style value baselines (see algos/ppo.py), entropy bonuses (entropy is logged),
 overlong reward shaping beyond a flat penalty, multi-GPU sharding (run one process per GPU).
@@ -47,7 +51,7 @@ from policies.hf import collate, token_logprobs
 
 @dataclasses.dataclass
 class GRPOConfig(RunConfig):
-    steps: int = 150
+    steps: int = 100
     """training steps (one batch of prompts each)"""
     prompts_per_step: int = 32
     """training tasks per step"""
@@ -57,8 +61,8 @@ class GRPOConfig(RunConfig):
     """sampling temperature for training rollouts (logprobs and the loss use the same tempered policy)"""
     top_p: float = 1.0
     """nucleus sampling for training rollouts"""
-    lr: float = 1e-5
-    """learning rate (AdamW, constant after warmup); the tiny model degrades above ~3e-5"""
+    lr: float = 5e-5
+    """learning rate (AdamW, constant after warmup)"""
     warmup_steps: int = 5
     """linear learning-rate warmup"""
     weight_decay: float = 0.0
@@ -100,6 +104,20 @@ def _groups(rollouts: list, results: list, cfg: GRPOConfig) -> list[tuple[list, 
             r = r - cfg.truncation_penalty * torch.tensor([x.truncated for x in ro], dtype=torch.float32)
         out.append((ro, r))
     return out
+
+
+def _kept_share(mask: torch.Tensor, keep: torch.Tensor, loss_agg: str) -> float:
+    """Factor that turns the aggregate over the kept rows into the aggregate over all rows, given
+    that the left-out rows contribute exactly 0: kept tokens / all tokens for token-level
+    aggregation, kept rows / all rows for the per-sequence and constant normalisers."""
+    if loss_agg == "token":
+        return (mask[keep].sum() / mask.sum()).item()
+    return len(keep) / mask.shape[0]
+
+
+def _rows(batch: Any, idx: torch.Tensor) -> Any:
+    return dataclasses.replace(batch, input_ids=batch.input_ids[idx], attention_mask=batch.attention_mask[idx],
+                               completion_mask=batch.completion_mask[idx])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -163,6 +181,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if cfg.truncation == "mask":
                 mask[torch.tensor([r.truncated for r in batch_rollouts], device=mask.device)] = 0.0
             adv = adv.to(model.device)
+            # rows with zero advantage (groups whose rewards are all equal) or fully masked carry no gradient when
+            # beta=0: leave them out of the forward/backward pass, keeping the loss normaliser of the full batch
+            # (identical loss and gradients, less compute); with minibatches > 1 every row is kept
+            norm_scale = 1.0
+            if cfg.beta == 0 and cfg.minibatches == 1:
+                live = ((adv != 0) & (mask.sum(-1) > 0)).nonzero().squeeze(-1)
+                if 0 < len(live) < len(adv):
+                    norm_scale = _kept_share(mask, live, cfg.loss_agg)
+                    batch, old_logp, mask, adv = _rows(batch, live), old_logp[live], mask[live], adv[live]
             ref_logp = None
             if ref is not None:
                 with torch.no_grad():
@@ -187,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         kl = losses.kl_k3(logp, ref_logp[sl])
                         per_token = per_token + cfg.beta * kl
                         stats["loss/kl"].append(losses.masked_mean(kl, mask[sl]).item())
-                    loss = losses.aggregate(per_token, mask[sl], cfg.loss_agg, cfg.max_new_tokens)
+                    loss = losses.aggregate(per_token, mask[sl], cfg.loss_agg, cfg.max_new_tokens) * norm_scale
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)

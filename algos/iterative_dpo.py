@@ -68,9 +68,9 @@ class IterativeDPOConfig(RunConfig):
     """passes over each round's pairs"""
     batch_size: int = 32
     """pairs per gradient step"""
-    lr: float = 2e-4
+    lr: float = 1e-4
     """learning rate (AdamW, constant after warmup)"""
-    warmup_steps: int = 30
+    warmup_steps: int = 10
     """linear warmup (gradient steps)"""
     weight_decay: float = 0.0
     """AdamW weight decay"""

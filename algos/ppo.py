@@ -43,15 +43,15 @@ from policies.hf import Batch, _positions, collate, token_logprobs
 
 @dataclasses.dataclass
 class PPOConfig(RunConfig):
-    steps: int = 100
+    steps: int = 60
     """PPO iterations (sample a batch, then optimise on it)"""
-    prompts_per_step: int = 64
+    prompts_per_step: int = 32
     """training tasks per step"""
     samples_per_prompt: int = 4
     """completions per task"""
     temperature: float = 0.7
     """sampling temperature (logprobs and the loss use the same tempered policy)"""
-    lr: float = 1e-5
+    lr: float = 5e-5
     """actor learning rate (AdamW, constant after warmup)"""
     critic_lr: float = 1e-4
     """critic learning rate"""
@@ -59,7 +59,7 @@ class PPOConfig(RunConfig):
     """linear warmup of both learning rates (PPO iterations)"""
     ppo_epochs: int = 2
     """passes over each batch"""
-    minibatches: int = 4
+    minibatches: int = 2
     """minibatches per pass"""
     eps: float = 0.2
     """policy ratio clip range"""

@@ -60,9 +60,9 @@ class RejectionSamplingConfig(RunConfig):
     """passes over each round's accepted completions"""
     batch_size: int = 32
     """completions per gradient step"""
-    lr: float = 3e-4
+    lr: float = 1e-4
     """learning rate (AdamW, constant after warmup)"""
-    warmup_steps: int = 5
+    warmup_steps: int = 10
     """linear warmup of the learning rate (gradient steps)"""
     weight_decay: float = 0.0
     """AdamW weight decay"""

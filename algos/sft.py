@@ -5,7 +5,11 @@
 
 Each example is a prompt (through the tokenizer's chat template) and a response: for an
 environment, ``<think>`` + the task's worked solution + ``</think>`` + ``<answer>`` + the
-answer + ``</answer>``, then EOS. The loss is the mean token cross-entropy over response
+answer + ``</answer>``, then EOS. On the math environment, ``demo_slip_rate`` (default 0.6,
+the shipped cold start's recipe) of the problems that have the spot for it are demonstrated
+with a classic slip instead (a forgotten carry or borrow, the answer following it): an
+imperfect teacher, so the model learns the format and most of the arithmetic but also the
+habit that RL has to unlearn. ``demo_slip_rate=0`` trains on correct solutions only. The loss is the mean token cross-entropy over response
 tokens only; prompt tokens are masked out. AdamW with linear warmup and cosine decay,
 gradient clipping. Writes the run folder of `algos.runs` (metrics, checkpoints, curves,
 summary) and resumes from its last checkpoint with ``resume=RUN_DIR``.
@@ -42,7 +46,11 @@ class SFTConfig:
     """train on this dataset instead (hub name or local file/folder): columns prompt+response (or completion), or messages"""
     policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig(model="tiny"))
     """the model to train (see policy.* keys); SFT starts from the fresh built-in tiny model"""
-    steps: int = 300
+    demo_slip_rate: float = 0.6
+    """environments with imperfect demonstrations (math): share of slipped worked solutions (a forgotten carry or
+    borrow, the answer following it) among problems that have the spot for one; 0.6 is the shipped cold start's
+    recipe, an imperfect teacher whose habit RL then unlearns; 0 trains on correct solutions only"""
+    steps: int = 900
     """optimizer steps"""
     batch_size: int = 64
     """examples per step"""
@@ -140,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     s = start(SFTConfig, argv, "sft")
     cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
     eval_env = env  # held-out accuracy needs an environment; a plain dataset has none
+    if env is not None and hasattr(env.unwrapped, "demo_slip_rate"):
+        env.unwrapped.demo_slip_rate = cfg.demo_slip_rate
     data = Examples(cfg, env, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     if s.optimizer_state is not None:

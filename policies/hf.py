@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from policies import lean
 from policies.base import Prompt, Rollout, SamplingParams, truncate_at_stop
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -134,9 +135,12 @@ class TransformersEngine:
     Args:
         model, tokenizer: a causal LM and its tokenizer (``pad_token`` set).
         max_batch_size: rows (prompts x n) per forward pass.
+        lean: sample through `policies.lean` (a preallocated KV cache and fused projections) when the
+            model is a Llama-family decoder; False always uses ``model(...)`` with a transformers cache.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 256):
+    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 256, lean: bool = True):
+        self.lean = lean
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model = model
@@ -181,8 +185,12 @@ class TransformersEngine:
         ids, mask = ids.to(dev), mask.to(dev)
         pos = _positions(mask)
         cache_kw = _cache_kwarg(model)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        past, logits = _cache_of(out), out.logits[:, -1, :]
+        dec = lean.LeanDecoder(model, B, P + params.max_new_tokens) if self.lean and lean.supports(model) else None
+        if dec is not None:
+            past, logits = None, dec.prefill(ids, mask, pos)
+        else:
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            past, logits = _cache_of(out), out.logits[:, -1, :]
         next_pos = pos[:, -1:] + 1
         eos = torch.tensor(sorted(self.eos_ids), device=dev)
         active = list(range(B))  # original row of each row still in the batch
@@ -218,13 +226,19 @@ class TransformersEngine:
                 break
             if len(keep) < len(active):  # drop finished rows from the batch and its KV cache
                 idx = torch.tensor(keep, device=dev)
-                past.batch_select_indices(idx)
+                if dec is not None:
+                    dec.select(idx)
+                else:
+                    past.batch_select_indices(idx)
                 mask, next_pos, nxt = mask[idx], next_pos[idx], nxt[idx]
                 active = [active[j] for j in keep]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
-                        **{cache_kw: past})
-            past, logits = _cache_of(out), out.logits[:, -1, :]
+            if dec is not None:
+                logits = dec.step(nxt, next_pos[:, 0])
+            else:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
+                            **{cache_kw: past})
+                past, logits = _cache_of(out), out.logits[:, -1, :]
             next_pos = next_pos + 1
         if was_training:
             model.train()

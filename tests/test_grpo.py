@@ -73,3 +73,35 @@ def test_cli_errors_unknown_key_and_env():
     assert p.returncode == 2 and "difficulty must be an integer from 1 to 5" in p.stderr
     p = subprocess.run([sys.executable, "-m", "algos.grpo", "--help"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "eps_high" in p.stdout and "dynamic_sampling" in p.stdout
+
+
+@pytest.mark.parametrize("agg", ["token", "sequence", "constant"])
+def test_leaving_out_zero_advantage_rows_keeps_loss_and_gradients(agg):
+    from algos import losses
+    from policies import PolicyConfig, load_model
+    from policies.hf import collate, token_logprobs
+
+    model, tok = load_model(PolicyConfig())
+    g = torch.Generator().manual_seed(0)
+    prompts = [[5 + i, 6, 7][: 1 + i % 3] for i in range(6)]
+    comps = [torch.randint(5, 30, (3 + i,), generator=g).tolist() for i in range(6)]
+    batch = collate(prompts, comps, tok.pad_token_id)
+    mask = batch.completion_mask.clone()
+    mask[4] = 0.0  # a masked (truncated) row
+    adv = torch.tensor([0.5, 0.0, -1.0, 0.0, 2.0, 0.0])
+    with torch.no_grad():
+        old = token_logprobs(model, batch) - 0.05
+
+    def loss_and_grad(b, o, m, a, scale):
+        model.zero_grad()
+        pg, _ = losses.clipped_pg_loss(token_logprobs(model, b), o, a, 0.2, 0.28)
+        loss = losses.aggregate(pg, m, agg, 16) * scale
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    full, gf = loss_and_grad(batch, old, mask, adv, 1.0)
+    live = ((adv != 0) & (mask.sum(-1) > 0)).nonzero().squeeze(-1)
+    assert live.tolist() == [0, 2]
+    kept, gk = loss_and_grad(grpo._rows(batch, live), old[live], mask[live], adv[live], grpo._kept_share(mask, live, agg))
+    assert kept == pytest.approx(full, rel=1e-5, abs=1e-7)
+    assert len(gf) == len(gk) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(gf, gk))

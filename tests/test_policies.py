@@ -204,3 +204,30 @@ def test_openai_client_errors(server):
         OpenAIEngine("http://127.0.0.1:9/v1", "m", max_retries=1, backoff=0.01, timeout=2).generate(["x"], SamplingParams())
     with pytest.raises(ValueError, match="base_url"):
         load(PolicyConfig(engine="openai"))
+
+
+@pytest.mark.parametrize("arch", ["llama-gqa", "qwen2"])
+def test_lean_sampling_matches_transformers_forward(arch):
+    """The lean decoder (policies/lean.py) gives the tokens and logprobs of model(...) with a cache,
+    for grouped-query attention and for q/k/v biases, with prompts of different lengths."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from policies import PolicyConfig, SamplingParams, lean, load_model
+    from policies.hf import TransformersEngine
+
+    _, tok = load_model(PolicyConfig(model="tiny"))
+    torch.manual_seed(0)
+    kw = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, eos_token_id=tok.eos_token_id,
+              pad_token_id=tok.pad_token_id)
+    model = (LlamaForCausalLM(LlamaConfig(**kw)) if arch == "llama-gqa" else Qwen2ForCausalLM(Qwen2Config(**kw))).eval()
+    if arch == "qwen2":
+        assert model.model.layers[0].self_attn.q_proj.bias is not None
+    assert lean.supports(model)
+    prompts = ["Compute: 1 + 2", "Compute: 345 - 67 and more text", "x"]
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=24, seed=5)
+    a = TransformersEngine(model, tok, lean=True).generate(prompts, params)
+    b = TransformersEngine(model, tok, lean=False).generate(prompts, params)
+    for ra, rb in zip([r for o in a for r in o], [r for o in b for r in o]):
+        assert ra.completion_ids == rb.completion_ids
+        assert max(abs(x - y) for x, y in zip(ra.logprobs, rb.logprobs)) < 1e-5
