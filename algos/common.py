@@ -7,12 +7,14 @@ import collections
 import dataclasses
 import os
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 import torch
 
 import envs
 from algos import config as cfglib
+from algos.evaluation import heldout_eval
 from algos.runs import Run, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
 
@@ -125,3 +127,53 @@ def run_main(main: Callable[[list[str] | None], Any]) -> None:
     except (cfglib.ConfigError, envs.EnvError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def eval_metrics(ev: dict[str, float]) -> dict[str, float]:
+    return {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"], "eval/format": ev["format"]}
+
+
+def evaluate(s: Setup) -> dict[str, float]:
+    """Greedy accuracy and mean reward on the run's fixed held-out tasks."""
+    return heldout_eval(s.engine, s.env, s.cfg.heldout_size, s.cfg.max_new_tokens, seed=s.cfg.seed)
+
+
+def heldout_before(s: Setup) -> float | None:
+    """Held-out accuracy of the starting model: measured and logged at step 0, or read back
+    from the checkpoint when resuming (None without an environment)."""
+    acc = s.state.get("heldout_accuracy_before")
+    if acc is None and s.env is not None:
+        ev = evaluate(s)
+        acc = ev["accuracy"]
+        s.run.log(0, eval_metrics(ev))
+        print(f"held-out accuracy before: {acc:.1%} ({s.cfg.heldout_size} tasks)", file=sys.stderr)
+    return acc
+
+
+def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_before: float | None, t_start: float,
+           plot: dict[str, list[str]], title: str, extra: dict[str, Any] | None = None,
+           save: Callable[[int, dict], str] | None = None) -> dict[str, Any]:
+    """The end of every RL run: held-out evaluation, final checkpoint, summary.json, curves,
+    and the before/after line. ``save(step, state)`` replaces the plain checkpoint (PPO adds
+    its critic)."""
+    run, cfg = s.run, s.cfg
+    ev = evaluate(s) if s.env is not None else None
+    wall = time.time() - t_start
+    if ev is not None:
+        run.log(step, eval_metrics(ev))
+    state = {**state, "heldout_accuracy_before": acc_before, "wall_seconds": wall}
+    path = save(step, state) if save else run.save_checkpoint(step, s.model, s.tokenizer, optimizer, state)
+    summary: dict[str, Any] = {"steps": step, **(extra or {})}
+    if ev is not None:
+        summary.update({"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
+                        "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size})
+    summary.update({"wall_seconds": round(wall, 1), "checkpoint": path})
+    run.write_summary(summary)
+    run.plot(plot, title)
+    run.close()
+    if ev is not None:
+        print(f"held-out accuracy: before {acc_before:.1%} -> after {ev['accuracy']:.1%} "
+              f"({cfg.heldout_size} tasks, {wall:.0f}s); run folder {run.dir}")
+    else:
+        print(f"done in {wall:.0f}s; run folder {run.dir}")
+    return summary

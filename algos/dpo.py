@@ -37,8 +37,7 @@ import torch
 from tqdm import tqdm
 
 from algos import config as cfglib
-from algos.common import RunConfig, run_main, start
-from algos.evaluation import heldout_eval
+from algos.common import RunConfig, eval_metrics, evaluate, finish, heldout_before, run_main, start
 from algos.preference import LossSettings, kto_batch_loss, load_preference_data, pair_loss
 
 
@@ -87,7 +86,7 @@ def loss_settings(cfg: Any) -> LossSettings:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup
     s = start(DPOConfig, argv, "dpo")
-    cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
+    cfg, env, model, tok, run = s.cfg, s.env, s.model, s.tokenizer, s.run
     if not cfg.data:
         raise cfglib.ConfigError("data= is required: a preference dataset (build one with "
                                  "python -m algos.preference env=math out=prefs.jsonl)")
@@ -104,12 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         opt.load_state_dict(s.optimizer_state)
     per_epoch = math.ceil(len(rows) / cfg.batch_size)
     total = cfg.max_steps or per_epoch * cfg.epochs
-    acc_before = s.state.get("heldout_accuracy_before")
-    if acc_before is None and env is not None:
-        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-        acc_before = ev["accuracy"]
-        run.log(0, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
-        print(f"held-out accuracy before: {acc_before:.1%} ({cfg.heldout_size} tasks)", file=sys.stderr)
+    acc_before = heldout_before(s)
     print(f"{len(rows)} {'examples' if cfg.loss == 'kto' else 'pairs'} from {cfg.data}; {total} steps", file=sys.stderr)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
     bar = tqdm(range(s.step, total), initial=s.step, total=total, desc=cfg.loss, dynamic_ncols=True)
@@ -141,8 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics = {f"loss/{cfg.loss}": loss_val, "train/grad_norm": gn.item(), "train/lr": opt.param_groups[0]["lr"],
                    "train/epoch": epoch, "perf/step_seconds": time.time() - t0, **stats}
         if env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
-            ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-            metrics.update({"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+            metrics.update(eval_metrics(evaluate(s)))
         run.log(step + 1, metrics)
         bar.set_postfix(loss=f"{loss_val:.3f}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
@@ -150,27 +143,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                             "wall_seconds": time.time() - t_start})
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
-    wall = time.time() - t_start
-    summary: dict[str, Any] = {"loss": cfg.loss, "pairs_or_examples": len(rows), "steps": total,
-                               "final_loss": loss_val, "wall_seconds": round(wall, 1)}
-    if env is not None:
-        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-        run.log(total, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
-        summary.update({"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
-                        "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size})
-    summary["checkpoint"] = run.save_checkpoint(total, model, tok, opt, {"heldout_accuracy_before": acc_before,
-                                                                         "wall_seconds": wall})
-    run.write_summary(summary)
-    run.plot({"loss": [f"loss/{cfg.loss}"], "preference": ["pref/accuracy", "pref/reward_margin"],
-              "accuracy": ["eval/accuracy"]}, f"{cfg.loss.upper()} on {cfg.data}")
-    run.close()
-    if env is not None:
-        print(f"held-out accuracy: before {acc_before:.1%} -> after {summary['heldout_accuracy_after']:.1%} "
-              f"({cfg.heldout_size} tasks, {total} steps, {wall:.0f}s); run folder {run.dir}")
-    else:
-        print(f"{cfg.loss} done: {total} steps, final loss {loss_val:.4f}; run folder {run.dir}")
-    return summary
-
+    return finish(s, total, opt, {}, acc_before, t_start,
+                  {"loss": [f"loss/{cfg.loss}"], "preference": ["pref/accuracy", "pref/reward_margin"],
+                   "accuracy": ["eval/accuracy"]}, f"{cfg.loss.upper()} on {cfg.data}",
+                  extra={"loss": cfg.loss, "pairs_or_examples": len(rows), "final_loss": loss_val})
 
 if __name__ == "__main__":
     run_main(main)

@@ -34,7 +34,6 @@ import envs
 from algos import config as cfglib
 from algos.metrics import ks_for, majority_correct, mean_se, pass_at_k
 from policies import PolicyConfig, SamplingParams
-from verifiers.verdict import Verdict
 
 
 @dataclasses.dataclass

@@ -43,8 +43,8 @@ import torch
 from tqdm import tqdm
 
 from algos import losses
-from algos.common import RunConfig, run_main, reward_metrics, sample_and_score, start
-from algos.evaluation import heldout_eval
+from algos.common import (RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
+                          sample_and_score, start)
 from policies import SamplingParams
 from policies.hf import collate, token_logprobs
 
@@ -132,12 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if cfg.beta > 0:  # the frozen reference: the starting weights
         ref = copy.deepcopy(model).eval().requires_grad_(False)
     position = s.state.get("position", 0)
-    acc_before = s.state.get("heldout_accuracy_before")
-    if acc_before is None:
-        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-        acc_before = ev["accuracy"]
-        run.log(0, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"], "eval/format": ev["format"]})
-        print(f"held-out accuracy before: {acc_before:.1%} ({cfg.heldout_size} tasks)", file=sys.stderr)
+    acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
     step = s.step
     bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="grpo", dynamic_ncols=True)
@@ -232,8 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             metrics.update({"perf/step_seconds": dt, "perf/tokens_per_second": n_tokens / dt,
                             "perf/completions_per_second": len(rollouts) / dt, "train/lr": opt.param_groups[0]["lr"]})
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-                ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-                metrics.update({"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"], "eval/format": ev["format"]})
+                metrics.update(eval_metrics(evaluate(s)))
             run.log(step + 1, metrics)
             if cfg.samples_every and (step + 1) % cfg.samples_every == 0:
                 run.log_samples(step + 1, [{"task_id": t.id, "prompt": t.prompt, "reference": t.reference,
@@ -255,24 +249,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(130)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
-    ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-    wall = time.time() - t_start
-    run.log(cfg.steps, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"], "eval/format": ev["format"]})
-    path = run.save_checkpoint(cfg.steps, model, tok, opt, {"position": position, "heldout_accuracy_before": acc_before,
-                                                            "wall_seconds": wall})
-    summary = {"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
-               "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size, "steps": cfg.steps,
-               "wall_seconds": round(wall, 1), "checkpoint": path}
-    run.write_summary(summary)
-    run.plot({"reward": ["reward/mean", "reward/correct", "reward/format"],
-              "accuracy": ["train/accuracy", "eval/accuracy"],
-              "policy": ["policy/entropy", "policy/clip_frac", "rollout/zero_std_groups"]},
-             f"GRPO on {cfg.env} ({cfg.policy.model})")
-    run.close()
-    print(f"held-out accuracy: before {acc_before:.1%} -> after {ev['accuracy']:.1%} "
-          f"({cfg.heldout_size} tasks, {cfg.steps} steps, {wall:.0f}s); run folder {run.dir}")
-    return summary
-
+    return finish(s, cfg.steps, opt, {"position": position}, acc_before, t_start,
+                  {"reward": ["reward/mean", "reward/correct", "reward/format"],
+                   "accuracy": ["train/accuracy", "eval/accuracy"],
+                   "policy": ["policy/entropy", "policy/clip_frac", "rollout/zero_std_groups"]},
+                  f"GRPO on {cfg.env} ({cfg.policy.model})")
 
 if __name__ == "__main__":
     run_main(main)

@@ -25,15 +25,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
-import sys
 import time
 from typing import Any, Literal
 
 import torch
 from tqdm import tqdm
 
-from algos.common import RunConfig, reward_metrics, run_main, sample_and_score, start
-from algos.evaluation import heldout_eval
+from algos.common import (RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
+                          sample_and_score, start)
 from algos.preference import LossSettings, Pair, build_pairs, pair_loss
 from policies import SamplingParams
 
@@ -89,12 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if s.optimizer_state is not None:
         opt.load_state_dict(s.optimizer_state)
     position, updates = s.state.get("position", 0), s.state.get("updates", 0)
-    acc_before = s.state.get("heldout_accuracy_before")
-    if acc_before is None:
-        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-        acc_before = ev["accuracy"]
-        run.log(0, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
-        print(f"held-out accuracy before: {acc_before:.1%} ({cfg.heldout_size} tasks)", file=sys.stderr)
+    acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
     shuffle = random.Random(cfg.seed + 17 * s.step)
     bar = tqdm(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="iterative dpo", dynamic_ncols=True)
@@ -139,8 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
         metrics.update({"train/updates": updates, "perf/round_seconds": dt, "perf/completions_per_second": len(rollouts) / dt})
         if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
-            ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-            metrics.update({"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+            metrics.update(eval_metrics(evaluate(s)))
         run.log(rnd + 1, metrics)
         bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", pairs=len(pairs))
         state = {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
@@ -149,22 +142,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run.save_checkpoint(rnd + 1, model, tok, opt, state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
-    ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-    wall = time.time() - t_start
-    run.log(cfg.rounds, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
-    path = run.save_checkpoint(cfg.rounds, model, tok, opt, {"position": position, "updates": updates,
-                                                             "heldout_accuracy_before": acc_before, "wall_seconds": wall})
-    summary = {"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
-               "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size, "rounds": cfg.rounds,
-               "steps": updates, "wall_seconds": round(wall, 1), "checkpoint": path}
-    run.write_summary(summary)
-    run.plot({"accuracy": ["train/accuracy", "eval/accuracy"], "preference": ["pref/accuracy", "pref/reward_margin"],
-              "loss": [f"loss/{cfg.loss}"]}, f"Iterative {cfg.loss.upper()} on {cfg.env} ({cfg.policy.model})")
-    run.close()
-    print(f"held-out accuracy: before {acc_before:.1%} -> after {ev['accuracy']:.1%} "
-          f"({cfg.heldout_size} tasks, {cfg.rounds} rounds, {wall:.0f}s); run folder {run.dir}")
-    return summary
-
+    return finish(s, cfg.rounds, opt, {"position": position, "updates": updates}, acc_before, t_start,
+                  {"accuracy": ["train/accuracy", "eval/accuracy"], "preference": ["pref/accuracy", "pref/reward_margin"],
+                   "loss": [f"loss/{cfg.loss}"]}, f"Iterative {cfg.loss.upper()} on {cfg.env} ({cfg.policy.model})",
+                  extra={"rounds": cfg.rounds, "updates": updates})
 
 if __name__ == "__main__":
     run_main(main)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import sys
 import time
 from typing import Any
 
@@ -35,8 +34,8 @@ import torch
 from tqdm import tqdm
 
 from algos import losses
-from algos.common import RunConfig, reward_metrics, run_main, sample_and_score, start
-from algos.evaluation import heldout_eval
+from algos.common import (RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
+                          sample_and_score, start)
 from policies import SamplingParams
 from policies.hf import Batch, _positions, collate, token_logprobs
 
@@ -135,12 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             ref = load_model(cfg.policy)[0].eval().requires_grad_(False)
     position = s.state.get("position", 0)
-    acc_before = s.state.get("heldout_accuracy_before")
-    if acc_before is None:
-        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-        acc_before = ev["accuracy"]
-        run.log(0, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
-        print(f"held-out accuracy before: {acc_before:.1%} ({cfg.heldout_size} tasks)", file=sys.stderr)
+    acc_before = heldout_before(s)
 
     def save(step: int, state: dict) -> str:
         path = run.save_checkpoint(step, model, tok, opt, state)
@@ -218,29 +212,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics.update({"value/mean": losses.masked_mean(old_values, mask).item(),
                         "perf/step_seconds": dt, "perf/completions_per_second": n / dt})
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-            metrics.update({"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+            metrics.update(eval_metrics(evaluate(s)))
         run.log(step + 1, metrics)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save(step + 1, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
-    ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-    wall = time.time() - t_start
-    run.log(cfg.steps, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
-    path = save(cfg.steps, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": wall})
-    summary = {"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
-               "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size, "steps": cfg.steps,
-               "wall_seconds": round(wall, 1), "checkpoint": path}
-    run.write_summary(summary)
-    run.plot({"reward": ["reward/mean", "reward/correct"], "accuracy": ["train/accuracy", "eval/accuracy"],
-              "losses": ["loss/value", "policy/kl_ref"]}, f"PPO on {cfg.env} ({cfg.policy.model})")
-    run.close()
-    print(f"held-out accuracy: before {acc_before:.1%} -> after {ev['accuracy']:.1%} "
-          f"({cfg.heldout_size} tasks, {cfg.steps} steps, {wall:.0f}s); run folder {run.dir}")
-    return summary
-
+    return finish(s, cfg.steps, opt, {"position": position}, acc_before, t_start,
+                  {"reward": ["reward/mean", "reward/correct"], "accuracy": ["train/accuracy", "eval/accuracy"],
+                   "losses": ["loss/value", "policy/kl_ref"]}, f"PPO on {cfg.env} ({cfg.policy.model})", save=save)
 
 if __name__ == "__main__":
     run_main(main)

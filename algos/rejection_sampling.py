@@ -35,8 +35,8 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from algos.common import RunConfig, reward_metrics, run_main, sample_and_score, start
-from algos.evaluation import heldout_eval
+from algos.common import (RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
+                          sample_and_score, start)
 from algos.sft import sft_loss
 from policies import SamplingParams
 from policies.hf import collate
@@ -104,12 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if s.optimizer_state is not None:
         opt.load_state_dict(s.optimizer_state)
     position, updates = s.state.get("position", 0), s.state.get("updates", 0)
-    acc_before = s.state.get("heldout_accuracy_before")
-    if acc_before is None:
-        ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-        acc_before = ev["accuracy"]
-        run.log(0, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
-        print(f"held-out accuracy before: {acc_before:.1%} ({cfg.heldout_size} tasks)", file=sys.stderr)
+    acc_before = heldout_before(s)
     accepted_path = os.path.join(run.dir, "accepted.jsonl")
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
     shuffle = random.Random(cfg.seed)
@@ -157,8 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics.update({"loss/sft": sum(losses_) / len(losses_) if losses_ else float("nan"), "train/updates": updates,
                         "perf/round_seconds": dt, "perf/completions_per_second": len(rollouts) / dt})
         if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
-            ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-            metrics.update({"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
+            metrics.update(eval_metrics(evaluate(s)))
         run.log(rnd + 1, metrics)
         if cfg.samples_every:
             run.log_samples(rnd + 1, [{"task_id": flat_tasks[i].id, "prompt": flat_tasks[i].prompt, "completion": rollouts[i].text,
@@ -170,22 +164,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run.save_checkpoint(rnd + 1, model, tok, opt, state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
-    ev = heldout_eval(engine, env, cfg.heldout_size, cfg.max_new_tokens, seed=cfg.seed)
-    wall = time.time() - t_start
-    run.log(cfg.rounds, {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"]})
-    path = run.save_checkpoint(cfg.rounds, model, tok, opt, {"position": position, "updates": updates,
-                                                             "heldout_accuracy_before": acc_before, "wall_seconds": wall})
-    summary = {"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
-               "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size, "rounds": cfg.rounds,
-               "steps": updates, "wall_seconds": round(wall, 1), "accepted": accepted_path, "checkpoint": path}
-    run.write_summary(summary)
-    run.plot({"accuracy": ["train/accuracy", "eval/accuracy", "rs/tasks_solved"], "loss": ["loss/sft"]},
-             f"Rejection sampling on {cfg.env} ({cfg.policy.model})")
-    run.close()
-    print(f"held-out accuracy: before {acc_before:.1%} -> after {ev['accuracy']:.1%} "
-          f"({cfg.heldout_size} tasks, {cfg.rounds} rounds, {wall:.0f}s); accepted set {accepted_path}; run folder {run.dir}")
-    return summary
-
+    print(f"accepted set: {accepted_path}", file=sys.stderr)
+    return finish(s, cfg.rounds, opt, {"position": position, "updates": updates}, acc_before, t_start,
+                  {"accuracy": ["train/accuracy", "eval/accuracy", "rs/tasks_solved"], "loss": ["loss/sft"]},
+                  f"Rejection sampling on {cfg.env} ({cfg.policy.model})",
+                  extra={"rounds": cfg.rounds, "updates": updates, "accepted": accepted_path})
 
 if __name__ == "__main__":
     run_main(main)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from typing import Any
 
 from envs.core import SPLITS, EnvError, Task, TaskSource, TextEnv, content_split
