@@ -148,5 +148,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "accuracy": ["eval/accuracy"]}, f"{cfg.loss.upper()} on {cfg.data}",
                   extra={"loss": cfg.loss, "pairs_or_examples": len(rows), "final_loss": loss_val})
 
+
 if __name__ == "__main__":
     run_main(main)

@@ -255,5 +255,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "policy": ["policy/entropy", "policy/clip_frac", "rollout/zero_std_groups"]},
                   f"GRPO on {cfg.env} ({cfg.policy.model})")
 
+
 if __name__ == "__main__":
     run_main(main)

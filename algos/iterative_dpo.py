@@ -13,7 +13,8 @@ Each round:
    model, plus ``nll_weight`` x the chosen response's mean token NLL (Iterative RPO, Pang et
    al. 2024, which found the NLL term necessary on reasoning tasks; 0 gives plain DPO);
 4. every ``ref_refresh_every`` rounds the reference becomes a copy of the current policy
-   (Xiong et al. 2024; Xu et al. 2023), so the implicit KL anchors to a recent model.
+   (Xiong et al. 2024; Xu et al. 2023), so the implicit KL anchors to a recent model. A
+   resumed run takes the resumed weights as its reference until the next refresh.
 
 ``loss=simpo`` or ``loss=orpo`` swap in the reference-free losses. The pairs use the exact
 sampled token ids. Writes the run folder of GRPO, with held-out accuracy before and after
@@ -90,7 +91,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     position, updates = s.state.get("position", 0), s.state.get("updates", 0)
     acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
-    shuffle = random.Random(cfg.seed + 17 * s.step)
     bar = tqdm(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="iterative dpo", dynamic_ncols=True)
     for rnd in bar:
         t0 = time.time()
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics["pref/pairs"] = len(pairs)
         # -------------------------------------------------------------- train on the round's pairs
         model.train()
+        shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
         stats: dict[str, list[float]] = {}
         for _ in range(cfg.epochs):
             shuffle.shuffle(pairs)
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   {"accuracy": ["train/accuracy", "eval/accuracy"], "preference": ["pref/accuracy", "pref/reward_margin"],
                    "loss": [f"loss/{cfg.loss}"]}, f"Iterative {cfg.loss.upper()} on {cfg.env} ({cfg.policy.model})",
                   extra={"rounds": cfg.rounds, "updates": updates})
+
 
 if __name__ == "__main__":
     run_main(main)

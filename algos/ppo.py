@@ -223,5 +223,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   {"reward": ["reward/mean", "reward/correct"], "accuracy": ["train/accuracy", "eval/accuracy"],
                    "losses": ["loss/value", "policy/kl_ref"]}, f"PPO on {cfg.env} ({cfg.policy.model})", save=save)
 
+
 if __name__ == "__main__":
     run_main(main)

@@ -95,6 +95,15 @@ def _accepted(result: Any) -> bool:
     return bool(v is not None and v.correct)
 
 
+def _truncate_accepted(path: str, last_round: int) -> None:
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if json.loads(line)["round"] <= last_round]
+    with open(path, "w") as f:
+        f.writelines(rows)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup
     s = start(RejectionSamplingConfig, argv, "rejection_sampling")
@@ -107,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     acc_before = heldout_before(s)
     accepted_path = os.path.join(run.dir, "accepted.jsonl")
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
-    shuffle = random.Random(cfg.seed)
+    if s.step:  # resuming: forget what rounds after the checkpoint had appended
+        _truncate_accepted(accepted_path, s.step)
     bar = tqdm(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="rejection sampling", dynamic_ncols=True)
     rnd = s.step
     for rnd in bar:
@@ -129,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                     "task_id": flat_tasks[i].id, "round": rnd + 1}) + "\n")
         # -------------------------------------------------------------- fine-tune on the kept completions
         model.train()
+        shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
         losses_: list[float] = []
         for _ in range(cfg.epochs):
             order = kept[:]
@@ -155,8 +166,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             metrics.update(eval_metrics(evaluate(s)))
         run.log(rnd + 1, metrics)
         if cfg.samples_every:
+            kept_set = set(kept)
             run.log_samples(rnd + 1, [{"task_id": flat_tasks[i].id, "prompt": flat_tasks[i].prompt, "completion": rollouts[i].text,
-                                       "reward": results[i].reward, "accepted": i in set(kept)} for i in range(min(16, len(rollouts)))])
+                                       "reward": results[i].reward, "accepted": i in kept_set} for i in range(min(16, len(rollouts)))])
         bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", kept=len(kept), loss=f"{metrics['loss/sft']:.3f}")
         state = {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
                  "wall_seconds": time.time() - t_start}
@@ -169,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   {"accuracy": ["train/accuracy", "eval/accuracy", "rs/tasks_solved"], "loss": ["loss/sft"]},
                   f"Rejection sampling on {cfg.env} ({cfg.policy.model})",
                   extra={"rounds": cfg.rounds, "updates": updates, "accepted": accepted_path})
+
 
 if __name__ == "__main__":
     run_main(main)

@@ -46,7 +46,7 @@ def test_help_lists_every_key_with_type_default_doc():
     text = cfglib.help_text(SFTConfig, "algos.sft")
     for key in cfglib.all_keys(SFTConfig):
         assert key in text
-    assert "steps" in text and "int = 300" in text
+    assert "steps" in text and "int = 900" in text
     assert "optimizer steps" in text and "env.KEY=VALUE" in text
     docs = cfglib.field_docs(SFTConfig)
     missing = [f.name for f in dataclasses.fields(SFTConfig) if f.name not in docs]
