@@ -4,6 +4,7 @@ sampling-and-scoring a batch of tasks, and metrics of a batch of rewards."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import sys
@@ -177,3 +178,24 @@ def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_befor
     else:
         print(f"done in {wall:.0f}s; run folder {run.dir}")
     return summary
+
+
+@dataclasses.dataclass
+class Progress:
+    """The last finished step of a run and the trainer state to save with it."""
+
+    step: int
+    state: dict[str, Any]
+
+
+@contextlib.contextmanager
+def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], str]):
+    """Ctrl-C inside the block saves a checkpoint at the last finished step (with the weights as
+    they are), says how to resume, and exits with 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        path = save(progress.step, progress.state)
+        print(f"\ninterrupted: saved {path}; continue with: python -m algos.{s.run.algo} resume={s.run.dir}",
+              file=sys.stderr)
+        raise SystemExit(130)

@@ -37,7 +37,8 @@ import torch
 from tqdm import tqdm
 
 from algos import config as cfglib
-from algos.common import RunConfig, eval_metrics, evaluate, finish, heldout_before, run_main, start
+from algos.common import (Progress, RunConfig, eval_metrics, evaluate, finish, heldout_before, run_main,
+                          save_on_interrupt, start)
 from algos.preference import LossSettings, kto_batch_loss, load_preference_data, pair_loss
 
 
@@ -109,38 +110,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bar = tqdm(range(s.step, total), initial=s.step, total=total, desc=cfg.loss, dynamic_ncols=True)
     step = s.step
     loss_val = float("nan")
-    for step in bar:
-        t0 = time.time()
-        # -------------------------------------------------------------- minibatch: epoch-seeded order
-        epoch, k = divmod(step, per_epoch)
-        order = list(range(len(rows)))
-        if cfg.shuffle:
-            random.Random(cfg.seed * 7919 + epoch).shuffle(order)
-        mb = [rows[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
-        # -------------------------------------------------------------- loss and update
-        model.train()
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        if cfg.loss == "kto":
-            loss, stats = kto_batch_loss(model, ref, mb, tok.pad_token_id, settings, cfg.kto_desirable_weight,
-                                         cfg.kto_undesirable_weight)
-        else:
-            loss, stats = pair_loss(model, ref, mb, tok.pad_token_id, settings)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-        opt.step()
-        loss_val = loss.item()
-        # -------------------------------------------------------------- log
-        metrics = {f"loss/{cfg.loss}": loss_val, "train/grad_norm": gn.item(), "train/lr": opt.param_groups[0]["lr"],
-                   "train/epoch": epoch, "perf/step_seconds": time.time() - t0, **stats}
-        if env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
-            metrics.update(eval_metrics(evaluate(s)))
-        run.log(step + 1, metrics)
-        bar.set_postfix(loss=f"{loss_val:.3f}")
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
-            run.save_checkpoint(step + 1, model, tok, opt, {"heldout_accuracy_before": acc_before,
-                                                            "wall_seconds": time.time() - t_start})
+    progress = Progress(s.step, {"heldout_accuracy_before": acc_before, "wall_seconds": s.state.get("wall_seconds", 0.0)})
+    with save_on_interrupt(s, progress, lambda st, state: run.save_checkpoint(st, model, tok, opt, state)):
+        for step in bar:
+            t0 = time.time()
+            # -------------------------------------------------------------- minibatch: epoch-seeded order
+            epoch, k = divmod(step, per_epoch)
+            order = list(range(len(rows)))
+            if cfg.shuffle:
+                random.Random(cfg.seed * 7919 + epoch).shuffle(order)
+            mb = [rows[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
+            # -------------------------------------------------------------- loss and update
+            model.train()
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            if cfg.loss == "kto":
+                loss, stats = kto_batch_loss(model, ref, mb, tok.pad_token_id, settings, cfg.kto_desirable_weight,
+                                             cfg.kto_undesirable_weight)
+            else:
+                loss, stats = pair_loss(model, ref, mb, tok.pad_token_id, settings)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+            opt.step()
+            loss_val = loss.item()
+            # -------------------------------------------------------------- log
+            metrics = {f"loss/{cfg.loss}": loss_val, "train/grad_norm": gn.item(), "train/lr": opt.param_groups[0]["lr"],
+                       "train/epoch": epoch, "perf/step_seconds": time.time() - t0, **stats}
+            if env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
+                metrics.update(eval_metrics(evaluate(s)))
+            run.log(step + 1, metrics)
+            bar.set_postfix(loss=f"{loss_val:.3f}")
+            state = {"heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
+            progress.step, progress.state = step + 1, state
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
+                run.save_checkpoint(step + 1, model, tok, opt, state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     return finish(s, total, opt, {}, acc_before, t_start,

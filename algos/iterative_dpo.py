@@ -32,8 +32,8 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from algos.common import (RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
-                          sample_and_score, start)
+from algos.common import (Progress, RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
+                          run_main, sample_and_score, save_on_interrupt, start)
 from algos.preference import LossSettings, Pair, build_pairs, pair_loss
 from policies import SamplingParams
 
@@ -92,55 +92,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
     bar = tqdm(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="iterative dpo", dynamic_ncols=True)
-    for rnd in bar:
-        t0 = time.time()
-        # -------------------------------------------------------------- sample, score, pair
-        tasks = base.source.tasks(cfg.tasks_per_round, "train", start=position)
-        position += cfg.tasks_per_round
-        params = SamplingParams(n=cfg.samples_per_task, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                seed=cfg.seed * 1_000_003 + rnd)
-        rollouts, results, _ = sample_and_score(engine, env, tasks, params)
-        pairs: list[Pair] = []
-        G = cfg.samples_per_task
-        for g in range(0, len(rollouts), G):
-            ro, res = rollouts[g:g + G], results[g:g + G]
-            for c, r in build_pairs([x.reward for x in res], [len(x.completion_ids) for x in ro], cfg.pairs_per_task):
-                pairs.append(Pair(list(ro[c].prompt_ids), list(ro[c].completion_ids), list(ro[r].completion_ids)))
-        metrics = reward_metrics(results, rollouts)
-        metrics["pref/pairs"] = len(pairs)
-        # -------------------------------------------------------------- train on the round's pairs
-        model.train()
-        shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
-        stats: dict[str, list[float]] = {}
-        for _ in range(cfg.epochs):
-            shuffle.shuffle(pairs)
-            for lo in range(0, len(pairs), cfg.batch_size):
-                for g_ in opt.param_groups:
-                    g_["lr"] = cfg.lr * min(1.0, (updates + 1) / max(1, cfg.warmup_steps))
-                loss, st = pair_loss(model, ref, pairs[lo:lo + cfg.batch_size], tok.pad_token_id, settings)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-                opt.step()
-                updates += 1
-                for k, v in {f"loss/{cfg.loss}": loss.item(), **st}.items():
-                    stats.setdefault(k, []).append(v)
-        if ref is not None and cfg.ref_refresh_every and (rnd + 1) % cfg.ref_refresh_every == 0:
-            ref.load_state_dict(model.state_dict())
-        if hasattr(engine, "update_weights"):
-            engine.update_weights(model)
-        # -------------------------------------------------------------- log
-        dt = time.time() - t0
-        metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
-        metrics.update({"train/updates": updates, "perf/round_seconds": dt, "perf/completions_per_second": len(rollouts) / dt})
-        if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
-            metrics.update(eval_metrics(evaluate(s)))
-        run.log(rnd + 1, metrics)
-        bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", pairs=len(pairs))
-        state = {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
-                 "wall_seconds": time.time() - t_start}
-        if cfg.save_every and (rnd + 1) % cfg.save_every == 0 and rnd + 1 < cfg.rounds:
-            run.save_checkpoint(rnd + 1, model, tok, opt, state)
+    progress = Progress(s.step, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
+                                 "wall_seconds": s.state.get("wall_seconds", 0.0)})
+    with save_on_interrupt(s, progress, lambda st, state: run.save_checkpoint(st, model, tok, opt, state)):
+        for rnd in bar:
+            t0 = time.time()
+            # -------------------------------------------------------------- sample, score, pair
+            tasks = base.source.tasks(cfg.tasks_per_round, "train", start=position)
+            position += cfg.tasks_per_round
+            params = SamplingParams(n=cfg.samples_per_task, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                                    seed=cfg.seed * 1_000_003 + rnd)
+            rollouts, results, _ = sample_and_score(engine, env, tasks, params)
+            pairs: list[Pair] = []
+            G = cfg.samples_per_task
+            for g in range(0, len(rollouts), G):
+                ro, res = rollouts[g:g + G], results[g:g + G]
+                for c, r in build_pairs([x.reward for x in res], [len(x.completion_ids) for x in ro], cfg.pairs_per_task):
+                    pairs.append(Pair(list(ro[c].prompt_ids), list(ro[c].completion_ids), list(ro[r].completion_ids)))
+            metrics = reward_metrics(results, rollouts)
+            metrics["pref/pairs"] = len(pairs)
+            # -------------------------------------------------------------- train on the round's pairs
+            model.train()
+            shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
+            stats: dict[str, list[float]] = {}
+            for _ in range(cfg.epochs):
+                shuffle.shuffle(pairs)
+                for lo in range(0, len(pairs), cfg.batch_size):
+                    for g_ in opt.param_groups:
+                        g_["lr"] = cfg.lr * min(1.0, (updates + 1) / max(1, cfg.warmup_steps))
+                    loss, st = pair_loss(model, ref, pairs[lo:lo + cfg.batch_size], tok.pad_token_id, settings)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+                    opt.step()
+                    updates += 1
+                    for k, v in {f"loss/{cfg.loss}": loss.item(), **st}.items():
+                        stats.setdefault(k, []).append(v)
+            if ref is not None and cfg.ref_refresh_every and (rnd + 1) % cfg.ref_refresh_every == 0:
+                ref.load_state_dict(model.state_dict())
+            if hasattr(engine, "update_weights"):
+                engine.update_weights(model)
+            # -------------------------------------------------------------- log
+            dt = time.time() - t0
+            metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
+            metrics.update({"train/updates": updates, "perf/round_seconds": dt, "perf/completions_per_second": len(rollouts) / dt})
+            if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
+                metrics.update(eval_metrics(evaluate(s)))
+            run.log(rnd + 1, metrics)
+            bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", pairs=len(pairs))
+            state = {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
+                     "wall_seconds": time.time() - t_start}
+            progress.step, progress.state = rnd + 1, state
+            if cfg.save_every and (rnd + 1) % cfg.save_every == 0 and rnd + 1 < cfg.rounds:
+                run.save_checkpoint(rnd + 1, model, tok, opt, state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     return finish(s, cfg.rounds, opt, {"position": position, "updates": updates}, acc_before, t_start,

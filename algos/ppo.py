@@ -34,8 +34,8 @@ import torch
 from tqdm import tqdm
 
 from algos import losses
-from algos.common import (RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
-                          sample_and_score, start)
+from algos.common import (Progress, RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
+                          run_main, sample_and_score, save_on_interrupt, start)
 from policies import SamplingParams
 from policies.hf import Batch, _positions, collate, token_logprobs
 
@@ -143,80 +143,85 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
     bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="ppo", dynamic_ncols=True)
-    for step in bar:
-        t0 = time.time()
-        # -------------------------------------------------------------- rollout and score
-        tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)
-        position += cfg.prompts_per_step
-        params = SamplingParams(n=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                seed=cfg.seed * 1_000_003 + step)
-        rollouts, results, _ = sample_and_score(engine, env, tasks, params)
-        metrics = reward_metrics(results, rollouts)
-        batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], tok.pad_token_id).to(model.device)
-        mask = batch.completion_mask
-        old_logp = torch.zeros_like(mask)
-        for i, r in enumerate(rollouts):
-            old_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs)
-        final = torch.tensor([cfg.truncation_reward if r.truncated else x.reward for r, x in zip(rollouts, results)],
-                             device=mask.device)
-        # -------------------------------------------------------------- rewards, values, GAE
-        with torch.no_grad():
-            ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature) if ref is not None else None
-            old_values = critic(batch) * mask
-        rewards = token_rewards(final, old_logp, ref_logp, mask, cfg.kl_coef)
-        adv, returns = losses.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            mu, sd = losses.masked_mean(adv, mask), losses.masked_mean((adv - losses.masked_mean(adv, mask)) ** 2, mask).sqrt()
-            adv = (adv - mu) / (sd + 1e-8) * mask
-        # -------------------------------------------------------------- PPO epochs over minibatches
-        model.train()
-        critic.train()
-        for o, lr in ((opt, cfg.lr), (copt, cfg.critic_lr)):
-            for g in o.param_groups:
-                g["lr"] = lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        n = len(rollouts)
-        stats: dict[str, list[float]] = {}
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # per step, so a resumed run matches
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(n, generator=gen)
-            for idx in perm.chunk(cfg.minibatches):
-                idx = idx.to(mask.device)
-                sub, m = _slice(batch, idx), mask[idx]
-                logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
-                pg, clipped = losses.clipped_pg_loss(logp, old_logp[idx], adv[idx], cfg.eps, cfg.eps)
-                pg_loss = losses.masked_mean(pg, m)
-                opt.zero_grad(set_to_none=True)
-                pg_loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-                opt.step()
-                v = critic(sub)
-                v_clipped = old_values[idx] + (v - old_values[idx]).clamp(-cfg.value_clip, cfg.value_clip)
-                vf = 0.5 * torch.maximum((v - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
-                vf_loss = losses.masked_mean(vf, m)
-                copt.zero_grad(set_to_none=True)
-                vf_loss.backward()
-                torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-                copt.step()
-                for k, val in (("loss/policy", pg_loss.item()), ("loss/value", vf_loss.item()),
-                               ("policy/clip_frac", losses.masked_mean(clipped, m).item()),
-                               ("policy/entropy", losses.masked_mean(entropy.detach(), m).item()),
-                               ("policy/approx_kl", losses.masked_mean(old_logp[idx] - logp.detach(), m).item())):
-                    stats.setdefault(k, []).append(val)
-        if hasattr(engine, "update_weights"):
-            engine.update_weights(model)
-        # -------------------------------------------------------------- log
-        dt = time.time() - t0
-        metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
-        if ref_logp is not None:
-            metrics["policy/kl_ref"] = losses.masked_mean(old_logp - ref_logp, mask).item()
-        metrics.update({"value/mean": losses.masked_mean(old_values, mask).item(),
-                        "perf/step_seconds": dt, "perf/completions_per_second": n / dt})
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            metrics.update(eval_metrics(evaluate(s)))
-        run.log(step + 1, metrics)
-        bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}")
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save(step + 1, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
+    progress = Progress(s.step, {"position": position, "heldout_accuracy_before": acc_before,
+                                 "wall_seconds": s.state.get("wall_seconds", 0.0)})
+    with save_on_interrupt(s, progress, save):
+        for step in bar:
+            t0 = time.time()
+            # -------------------------------------------------------------- rollout and score
+            tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)
+            position += cfg.prompts_per_step
+            params = SamplingParams(n=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                                    seed=cfg.seed * 1_000_003 + step)
+            rollouts, results, _ = sample_and_score(engine, env, tasks, params)
+            metrics = reward_metrics(results, rollouts)
+            batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], tok.pad_token_id).to(model.device)
+            mask = batch.completion_mask
+            old_logp = torch.zeros_like(mask)
+            for i, r in enumerate(rollouts):
+                old_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs)
+            final = torch.tensor([cfg.truncation_reward if r.truncated else x.reward for r, x in zip(rollouts, results)],
+                                 device=mask.device)
+            # -------------------------------------------------------------- rewards, values, GAE
+            with torch.no_grad():
+                ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature) if ref is not None else None
+                old_values = critic(batch) * mask
+            rewards = token_rewards(final, old_logp, ref_logp, mask, cfg.kl_coef)
+            adv, returns = losses.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            if cfg.whiten_advantages:
+                mu, sd = losses.masked_mean(adv, mask), losses.masked_mean((adv - losses.masked_mean(adv, mask)) ** 2, mask).sqrt()
+                adv = (adv - mu) / (sd + 1e-8) * mask
+            # -------------------------------------------------------------- PPO epochs over minibatches
+            model.train()
+            critic.train()
+            for o, lr in ((opt, cfg.lr), (copt, cfg.critic_lr)):
+                for g in o.param_groups:
+                    g["lr"] = lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            n = len(rollouts)
+            stats: dict[str, list[float]] = {}
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # per step, so a resumed run matches
+            for _ in range(cfg.ppo_epochs):
+                perm = torch.randperm(n, generator=gen)
+                for idx in perm.chunk(cfg.minibatches):
+                    idx = idx.to(mask.device)
+                    sub, m = _slice(batch, idx), mask[idx]
+                    logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
+                    pg, clipped = losses.clipped_pg_loss(logp, old_logp[idx], adv[idx], cfg.eps, cfg.eps)
+                    pg_loss = losses.masked_mean(pg, m)
+                    opt.zero_grad(set_to_none=True)
+                    pg_loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+                    opt.step()
+                    v = critic(sub)
+                    v_clipped = old_values[idx] + (v - old_values[idx]).clamp(-cfg.value_clip, cfg.value_clip)
+                    vf = 0.5 * torch.maximum((v - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
+                    vf_loss = losses.masked_mean(vf, m)
+                    copt.zero_grad(set_to_none=True)
+                    vf_loss.backward()
+                    torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+                    copt.step()
+                    for k, val in (("loss/policy", pg_loss.item()), ("loss/value", vf_loss.item()),
+                                   ("policy/clip_frac", losses.masked_mean(clipped, m).item()),
+                                   ("policy/entropy", losses.masked_mean(entropy.detach(), m).item()),
+                                   ("policy/approx_kl", losses.masked_mean(old_logp[idx] - logp.detach(), m).item())):
+                        stats.setdefault(k, []).append(val)
+            if hasattr(engine, "update_weights"):
+                engine.update_weights(model)
+            # -------------------------------------------------------------- log
+            dt = time.time() - t0
+            metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
+            if ref_logp is not None:
+                metrics["policy/kl_ref"] = losses.masked_mean(old_logp - ref_logp, mask).item()
+            metrics.update({"value/mean": losses.masked_mean(old_values, mask).item(),
+                            "perf/step_seconds": dt, "perf/completions_per_second": n / dt})
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                metrics.update(eval_metrics(evaluate(s)))
+            run.log(step + 1, metrics)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}")
+            state = {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
+            progress.step, progress.state = step + 1, state
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                save(step + 1, state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     return finish(s, cfg.steps, opt, {"position": position}, acc_before, t_start,

@@ -35,8 +35,8 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from algos.common import (RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
-                          sample_and_score, start)
+from algos.common import (Progress, RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
+                          run_main, sample_and_score, save_on_interrupt, start)
 from algos.sft import sft_loss
 from policies import SamplingParams
 from policies.hf import collate
@@ -120,60 +120,64 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _truncate_accepted(accepted_path, s.step)
     bar = tqdm(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="rejection sampling", dynamic_ncols=True)
     rnd = s.step
-    for rnd in bar:
-        t0 = time.time()
-        # -------------------------------------------------------------- sample and filter
-        tasks = base.source.tasks(cfg.tasks_per_round, "train", start=position)
-        position += cfg.tasks_per_round
-        params = SamplingParams(n=cfg.samples_per_task, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + rnd)
-        rollouts, results, flat_tasks = sample_and_score(engine, env, tasks, params)
-        kept = select(rollouts, results, cfg.samples_per_task, cfg.keep)
-        metrics = reward_metrics(results, rollouts)
-        metrics["rs/accepted"] = len(kept)
-        metrics["rs/tasks_solved"] = len({flat_tasks[i].id for i in kept}) / len(tasks)
-        with open(accepted_path, "a") as f:
-            for i in kept:
-                f.write(json.dumps({"prompt": base.prompt_of(flat_tasks[i]),
-                                    "response": rollouts[i].text, "reward": results[i].reward,
-                                    "task_id": flat_tasks[i].id, "round": rnd + 1}) + "\n")
-        # -------------------------------------------------------------- fine-tune on the kept completions
-        model.train()
-        shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
-        losses_: list[float] = []
-        for _ in range(cfg.epochs):
-            order = kept[:]
-            shuffle.shuffle(order)
-            for lo in range(0, len(order), cfg.batch_size):
-                mb = [rollouts[i] for i in order[lo:lo + cfg.batch_size]]
-                batch = collate([r.prompt_ids for r in mb], [r.completion_ids for r in mb], tok.pad_token_id).to(model.device)
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * min(1.0, (updates + 1) / max(1, cfg.warmup_steps))
-                loss = sft_loss(model, batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-                opt.step()
-                updates += 1
-                losses_.append(loss.item())
-        if hasattr(engine, "update_weights"):
-            engine.update_weights(model)
-        # -------------------------------------------------------------- log
-        dt = time.time() - t0
-        metrics.update({"loss/sft": sum(losses_) / len(losses_) if losses_ else float("nan"), "train/updates": updates,
-                        "perf/round_seconds": dt, "perf/completions_per_second": len(rollouts) / dt})
-        if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
-            metrics.update(eval_metrics(evaluate(s)))
-        run.log(rnd + 1, metrics)
-        if cfg.samples_every:
-            kept_set = set(kept)
-            run.log_samples(rnd + 1, [{"task_id": flat_tasks[i].id, "prompt": flat_tasks[i].prompt, "completion": rollouts[i].text,
-                                       "reward": results[i].reward, "accepted": i in kept_set} for i in range(min(16, len(rollouts)))])
-        bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", kept=len(kept), loss=f"{metrics['loss/sft']:.3f}")
-        state = {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
-                 "wall_seconds": time.time() - t_start}
-        if cfg.save_every and (rnd + 1) % cfg.save_every == 0 and rnd + 1 < cfg.rounds:
-            run.save_checkpoint(rnd + 1, model, tok, opt, state)
+    progress = Progress(s.step, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
+                                 "wall_seconds": s.state.get("wall_seconds", 0.0)})
+    with save_on_interrupt(s, progress, lambda st, state: run.save_checkpoint(st, model, tok, opt, state)):
+        for rnd in bar:
+            t0 = time.time()
+            # -------------------------------------------------------------- sample and filter
+            tasks = base.source.tasks(cfg.tasks_per_round, "train", start=position)
+            position += cfg.tasks_per_round
+            params = SamplingParams(n=cfg.samples_per_task, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + rnd)
+            rollouts, results, flat_tasks = sample_and_score(engine, env, tasks, params)
+            kept = select(rollouts, results, cfg.samples_per_task, cfg.keep)
+            metrics = reward_metrics(results, rollouts)
+            metrics["rs/accepted"] = len(kept)
+            metrics["rs/tasks_solved"] = len({flat_tasks[i].id for i in kept}) / len(tasks)
+            with open(accepted_path, "a") as f:
+                for i in kept:
+                    f.write(json.dumps({"prompt": base.prompt_of(flat_tasks[i]),
+                                        "response": rollouts[i].text, "reward": results[i].reward,
+                                        "task_id": flat_tasks[i].id, "round": rnd + 1}) + "\n")
+            # -------------------------------------------------------------- fine-tune on the kept completions
+            model.train()
+            shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
+            losses_: list[float] = []
+            for _ in range(cfg.epochs):
+                order = kept[:]
+                shuffle.shuffle(order)
+                for lo in range(0, len(order), cfg.batch_size):
+                    mb = [rollouts[i] for i in order[lo:lo + cfg.batch_size]]
+                    batch = collate([r.prompt_ids for r in mb], [r.completion_ids for r in mb], tok.pad_token_id).to(model.device)
+                    for g in opt.param_groups:
+                        g["lr"] = cfg.lr * min(1.0, (updates + 1) / max(1, cfg.warmup_steps))
+                    loss = sft_loss(model, batch)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
+                    opt.step()
+                    updates += 1
+                    losses_.append(loss.item())
+            if hasattr(engine, "update_weights"):
+                engine.update_weights(model)
+            # -------------------------------------------------------------- log
+            dt = time.time() - t0
+            metrics.update({"loss/sft": sum(losses_) / len(losses_) if losses_ else float("nan"), "train/updates": updates,
+                            "perf/round_seconds": dt, "perf/completions_per_second": len(rollouts) / dt})
+            if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
+                metrics.update(eval_metrics(evaluate(s)))
+            run.log(rnd + 1, metrics)
+            if cfg.samples_every:
+                kept_set = set(kept)
+                run.log_samples(rnd + 1, [{"task_id": flat_tasks[i].id, "prompt": flat_tasks[i].prompt, "completion": rollouts[i].text,
+                                           "reward": results[i].reward, "accepted": i in kept_set} for i in range(min(16, len(rollouts)))])
+            bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", kept=len(kept), loss=f"{metrics['loss/sft']:.3f}")
+            state = {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
+                     "wall_seconds": time.time() - t_start}
+            progress.step, progress.state = rnd + 1, state
+            if cfg.save_every and (rnd + 1) % cfg.save_every == 0 and rnd + 1 < cfg.rounds:
+                run.save_checkpoint(rnd + 1, model, tok, opt, state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     print(f"accepted set: {accepted_path}", file=sys.stderr)

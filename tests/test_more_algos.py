@@ -249,3 +249,26 @@ def test_rejection_sampling_resume_matches_and_keeps_the_accepted_set(tmp_path):
     b = [[r.get(k) for k in keys] for r in _rows(part) if "rs/accepted" in r]
     assert len(a) == len(b) == 3 and a == b
     assert open(full / "accepted.jsonl").read() == open(part / "accepted.jsonl").read()
+
+
+def test_ctrl_c_saves_then_resume_finishes(tmp_path, monkeypatch):
+    out = tmp_path / "rs"
+    real = rejection_sampling.sample_and_score
+    calls = []
+
+    def interrupt_second_round(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(rejection_sampling, "sample_and_score", interrupt_second_round)
+    args = FAST + ["rounds=3", "tasks_per_round=8", "samples_per_task=4", "batch_size=4", "temperature=1.0", "save_every=0"]
+    with pytest.raises(SystemExit) as e:
+        rejection_sampling.main(args + [f"out={out}"])
+    assert e.value.code == 130
+    assert (out / "checkpoints" / "step-1" / "trainer_state.pt").exists()
+    monkeypatch.setattr(rejection_sampling, "sample_and_score", real)
+    s = rejection_sampling.main([f"resume={out}"])
+    assert s["rounds"] == 3 and "heldout_accuracy_after" in s
+    assert [r["step"] for r in _rows(out) if "rs/accepted" in r] == [1, 2, 3]
