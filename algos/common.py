@@ -96,6 +96,34 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     return setup
 
 
+def adamw(s: Setup, module: Any, lr: float, weight_decay: float = 0.0, beta2: float = 0.99) -> torch.optim.AdamW:
+    """AdamW over the module's parameters, with the optimizer state restored when resuming."""
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, beta2))
+    if s.optimizer_state is not None:
+        opt.load_state_dict(s.optimizer_state)
+    return opt
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def warmup(lr: float, step: int, warmup_steps: int) -> float:
+    """Linear warmup to ``lr`` over ``warmup_steps`` (0-based step), then constant."""
+    return lr * min(1.0, (step + 1) / max(1, warmup_steps))
+
+
+def update(opt: torch.optim.Optimizer, module: Any, loss: torch.Tensor, grad_clip: float) -> float:
+    """One optimizer step on ``loss``: zero grads, backward, clip the norm (0: off), step.
+    Returns the gradient norm before clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip if grad_clip > 0 else 1e9)
+    opt.step()
+    return norm.item()
+
+
 def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: SamplingParams) -> tuple[list[Rollout], list[Any], list[Any]]:
     """G rollouts per task, scored by the environment. Returns flat (rollouts, results, tasks)."""
     base = env.unwrapped

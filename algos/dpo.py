@@ -33,12 +33,11 @@ import sys
 import time
 from typing import Any, Literal
 
-import torch
 from tqdm import tqdm
 
 from algos import config as cfglib
-from algos.common import (Progress, RunConfig, eval_metrics, evaluate, finish, heldout_before, run_main,
-                          save_on_interrupt, start)
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, run_main,
+                          save_on_interrupt, set_lr, start, update, warmup)
 from algos.preference import LossSettings, kto_batch_loss, load_preference_data, pair_loss
 
 
@@ -99,9 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from policies import load_model
 
         ref = load_model(cfg.policy)[0].eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, cfg.adam_beta2))
-    if s.optimizer_state is not None:
-        opt.load_state_dict(s.optimizer_state)
+    opt = adamw(s, model, cfg.lr, cfg.weight_decay, cfg.adam_beta2)
     per_epoch = math.ceil(len(rows) / cfg.batch_size)
     total = cfg.max_steps or per_epoch * cfg.epochs
     acc_before = heldout_before(s)
@@ -122,20 +119,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             mb = [rows[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
             # -------------------------------------------------------------- loss and update
             model.train()
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            set_lr(opt, warmup(cfg.lr, step, cfg.warmup_steps))
             if cfg.loss == "kto":
                 loss, stats = kto_batch_loss(model, ref, mb, tok.pad_token_id, settings, cfg.kto_desirable_weight,
                                              cfg.kto_undesirable_weight)
             else:
                 loss, stats = pair_loss(model, ref, mb, tok.pad_token_id, settings)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-            opt.step()
+            gn = update(opt, model, loss, cfg.grad_clip)
             loss_val = loss.item()
             # -------------------------------------------------------------- log
-            metrics = {f"loss/{cfg.loss}": loss_val, "train/grad_norm": gn.item(), "train/lr": opt.param_groups[0]["lr"],
+            metrics = {f"loss/{cfg.loss}": loss_val, "train/grad_norm": gn, "train/lr": opt.param_groups[0]["lr"],
                        "train/epoch": epoch, "perf/step_seconds": time.time() - t0, **stats}
             if env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
                 metrics.update(eval_metrics(evaluate(s)))

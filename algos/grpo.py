@@ -43,8 +43,8 @@ import torch
 from tqdm import tqdm
 
 from algos import losses
-from algos.common import (RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
-                          sample_and_score, start)
+from algos.common import (RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
+                          sample_and_score, set_lr, start, update, warmup)
 from policies import SamplingParams
 from policies.hf import collate, token_logprobs
 
@@ -115,19 +115,12 @@ def _kept_share(mask: torch.Tensor, keep: torch.Tensor, loss_agg: str) -> float:
     return len(keep) / mask.shape[0]
 
 
-def _rows(batch: Any, idx: torch.Tensor) -> Any:
-    return dataclasses.replace(batch, input_ids=batch.input_ids[idx], attention_mask=batch.attention_mask[idx],
-                               completion_mask=batch.completion_mask[idx])
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup
     s = start(GRPOConfig, argv, "grpo")
     cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
     base = env.unwrapped
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    if s.optimizer_state is not None:
-        opt.load_state_dict(s.optimizer_state)
+    opt = adamw(s, model, cfg.lr, cfg.weight_decay)
     ref = None
     if cfg.beta > 0:  # the frozen reference: the starting weights
         ref = copy.deepcopy(model).eval().requires_grad_(False)
@@ -184,15 +177,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 live = ((adv != 0) & (mask.sum(-1) > 0)).nonzero().squeeze(-1)
                 if 0 < len(live) < len(adv):
                     norm_scale = _kept_share(mask, live, cfg.loss_agg)
-                    batch, old_logp, mask, adv = _rows(batch, live), old_logp[live], mask[live], adv[live]
+                    batch, old_logp, mask, adv = batch.rows(live), old_logp[live], mask[live], adv[live]
             ref_logp = None
             if ref is not None:
                 with torch.no_grad():
                     ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature)
             # -------------------------------------------------------------- loss and update
             model.train()
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            set_lr(opt, warmup(cfg.lr, step, cfg.warmup_steps))
             n = batch.input_ids.shape[0]
             mb = math.ceil(n / cfg.minibatches)
             stats: dict[str, list[float]] = {"loss/policy": [], "loss/kl": [], "policy/entropy": [], "policy/clip_frac": [],
@@ -200,8 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for _ in range(cfg.mu):
                 for lo in range(0, n, mb):
                     sl = slice(lo, lo + mb)
-                    sub = dataclasses.replace(batch, input_ids=batch.input_ids[sl], attention_mask=batch.attention_mask[sl],
-                                              completion_mask=batch.completion_mask[sl])
+                    sub = batch.rows(sl)
                     logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
                     pg, clipped = losses.clipped_pg_loss(logp, old_logp[sl], adv[sl], cfg.eps_low, cfg.eps_high)
                     per_token = pg
@@ -210,14 +201,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         per_token = per_token + cfg.beta * kl
                         stats["loss/kl"].append(losses.masked_mean(kl, mask[sl]).item())
                     loss = losses.aggregate(per_token, mask[sl], cfg.loss_agg, cfg.max_new_tokens) * norm_scale
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-                    opt.step()
+                    gn = update(opt, model, loss, cfg.grad_clip)
                     stats["loss/policy"].append(loss.item())
                     stats["policy/entropy"].append(losses.masked_mean(entropy.detach(), mask[sl]).item())
                     stats["policy/clip_frac"].append(losses.masked_mean(clipped, mask[sl]).item())
-                    stats["train/grad_norm"].append(gn.item())
+                    stats["train/grad_norm"].append(gn)
             if hasattr(engine, "update_weights"):  # vLLM holds its own copy of the weights
                 engine.update_weights(model)
             # -------------------------------------------------------------- log

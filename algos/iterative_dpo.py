@@ -29,11 +29,10 @@ import random
 import time
 from typing import Any, Literal
 
-import torch
 from tqdm import tqdm
 
-from algos.common import (Progress, RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
-                          run_main, sample_and_score, save_on_interrupt, start)
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
+                          run_main, sample_and_score, save_on_interrupt, set_lr, start, update, warmup)
 from algos.preference import LossSettings, Pair, build_pairs, pair_loss
 from policies import SamplingParams
 
@@ -85,9 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = env.unwrapped
     settings = LossSettings(cfg.loss, cfg.beta, cfg.simpo_beta, cfg.simpo_gamma, cfg.orpo_lambda, cfg.nll_weight)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.loss == "dpo" else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    if s.optimizer_state is not None:
-        opt.load_state_dict(s.optimizer_state)
+    opt = adamw(s, model, cfg.lr, cfg.weight_decay)
     position, updates = s.state.get("position", 0), s.state.get("updates", 0)
     acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
@@ -118,13 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for _ in range(cfg.epochs):
                 shuffle.shuffle(pairs)
                 for lo in range(0, len(pairs), cfg.batch_size):
-                    for g_ in opt.param_groups:
-                        g_["lr"] = cfg.lr * min(1.0, (updates + 1) / max(1, cfg.warmup_steps))
+                    set_lr(opt, warmup(cfg.lr, updates, cfg.warmup_steps))
                     loss, st = pair_loss(model, ref, pairs[lo:lo + cfg.batch_size], tok.pad_token_id, settings)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-                    opt.step()
+                    update(opt, model, loss, cfg.grad_clip)
                     updates += 1
                     for k, v in {f"loss/{cfg.loss}": loss.item(), **st}.items():
                         stats.setdefault(k, []).append(v)

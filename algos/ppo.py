@@ -34,8 +34,8 @@ import torch
 from tqdm import tqdm
 
 from algos import losses
-from algos.common import (Progress, RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
-                          run_main, sample_and_score, save_on_interrupt, start)
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
+                          run_main, sample_and_score, save_on_interrupt, set_lr, start, update, warmup)
 from policies import SamplingParams
 from policies.hf import Batch, _positions, collate, token_logprobs
 
@@ -111,10 +111,6 @@ def token_rewards(final: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.T
     return r
 
 
-def _slice(batch: Batch, idx: torch.Tensor) -> Batch:
-    return Batch(batch.input_ids[idx], batch.attention_mask[idx], batch.completion_mask[idx], batch.prompt_len)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup
     s = start(PPOConfig, argv, "ppo")
@@ -122,10 +118,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = env.unwrapped
     critic = Critic(model)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    opt = adamw(s, model, cfg.lr)
     copt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, betas=(0.9, 0.99))
     if s.optimizer_state is not None:
-        opt.load_state_dict(s.optimizer_state)
         extra = torch.load(os.path.join(run.latest_checkpoint(), "critic.pt"), weights_only=False)
         critic.load_state_dict(extra["critic"])
         copt.load_state_dict(extra["optimizer"])
@@ -175,8 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model.train()
             critic.train()
             for o, lr in ((opt, cfg.lr), (copt, cfg.critic_lr)):
-                for g in o.param_groups:
-                    g["lr"] = lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+                set_lr(o, warmup(lr, step, cfg.warmup_steps))
             n = len(rollouts)
             stats: dict[str, list[float]] = {}
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # per step, so a resumed run matches
@@ -184,22 +178,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 perm = torch.randperm(n, generator=gen)
                 for idx in perm.chunk(cfg.minibatches):
                     idx = idx.to(mask.device)
-                    sub, m = _slice(batch, idx), mask[idx]
+                    sub, m = batch.rows(idx), mask[idx]
                     logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
                     pg, clipped = losses.clipped_pg_loss(logp, old_logp[idx], adv[idx], cfg.eps, cfg.eps)
                     pg_loss = losses.masked_mean(pg, m)
-                    opt.zero_grad(set_to_none=True)
-                    pg_loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-                    opt.step()
+                    update(opt, model, pg_loss, cfg.grad_clip)
                     v = critic(sub)
                     v_clipped = old_values[idx] + (v - old_values[idx]).clamp(-cfg.value_clip, cfg.value_clip)
                     vf = 0.5 * torch.maximum((v - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
                     vf_loss = losses.masked_mean(vf, m)
-                    copt.zero_grad(set_to_none=True)
-                    vf_loss.backward()
-                    torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-                    copt.step()
+                    update(copt, critic, vf_loss, cfg.grad_clip)
                     for k, val in (("loss/policy", pg_loss.item()), ("loss/value", vf_loss.item()),
                                    ("policy/clip_frac", losses.masked_mean(clipped, m).item()),
                                    ("policy/entropy", losses.masked_mean(entropy.detach(), m).item()),

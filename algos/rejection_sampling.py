@@ -32,11 +32,10 @@ import sys
 import time
 from typing import Any, Literal
 
-import torch
 from tqdm import tqdm
 
-from algos.common import (Progress, RunConfig, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
-                          run_main, sample_and_score, save_on_interrupt, start)
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
+                          run_main, sample_and_score, save_on_interrupt, set_lr, start, update, warmup)
 from algos.sft import sft_loss
 from policies import SamplingParams
 from policies.hf import collate
@@ -109,9 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     s = start(RejectionSamplingConfig, argv, "rejection_sampling")
     cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
     base = env.unwrapped
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    if s.optimizer_state is not None:
-        opt.load_state_dict(s.optimizer_state)
+    opt = adamw(s, model, cfg.lr, cfg.weight_decay)
     position, updates = s.state.get("position", 0), s.state.get("updates", 0)
     acc_before = heldout_before(s)
     accepted_path = os.path.join(run.dir, "accepted.jsonl")
@@ -150,13 +147,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for lo in range(0, len(order), cfg.batch_size):
                     mb = [rollouts[i] for i in order[lo:lo + cfg.batch_size]]
                     batch = collate([r.prompt_ids for r in mb], [r.completion_ids for r in mb], tok.pad_token_id).to(model.device)
-                    for g in opt.param_groups:
-                        g["lr"] = cfg.lr * min(1.0, (updates + 1) / max(1, cfg.warmup_steps))
+                    set_lr(opt, warmup(cfg.lr, updates, cfg.warmup_steps))
                     loss = sft_loss(model, batch)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-                    opt.step()
+                    update(opt, model, loss, cfg.grad_clip)
                     updates += 1
                     losses_.append(loss.item())
             if hasattr(engine, "update_weights"):

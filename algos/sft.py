@@ -29,7 +29,7 @@ from tqdm import tqdm
 import envs
 from algos import config as cfglib
 from algos.evaluation import heldout_eval
-from algos.common import run_main, start
+from algos.common import adamw, run_main, set_lr, start, update
 from policies import PolicyConfig
 from policies.hf import collate, encode_prompt, token_logprobs
 
@@ -151,9 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if env is not None and hasattr(env.unwrapped, "demo_slip_rate"):
         env.unwrapped.demo_slip_rate = cfg.demo_slip_rate
     data = Examples(cfg, env, tok)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    if s.optimizer_state is not None:
-        opt.load_state_dict(s.optimizer_state)
+    opt = adamw(s, model, cfg.lr, cfg.weight_decay, beta2=0.98)
     start_step, position = s.step, s.state.get("position", 0)
     t0 = time.time()
     loss_val = float("nan")
@@ -169,15 +167,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model.train()
             loss = sft_loss(model, batch)
             # ---------------------------------------------------------------- update
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else 1e9)
-            opt.step()
+            set_lr(opt, lr_at(step, cfg))
+            gnorm = update(opt, model, loss, cfg.grad_clip)
             # ---------------------------------------------------------------- log
             loss_val = loss.item()
-            metrics = {"loss/sft": loss_val, "train/grad_norm": gnorm.item(), "train/lr": opt.param_groups[0]["lr"],
+            metrics = {"loss/sft": loss_val, "train/grad_norm": gnorm, "train/lr": opt.param_groups[0]["lr"],
                        "perf/tokens": int(batch.completion_mask.sum().item())}
             if eval_env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 ev = heldout_eval(engine, eval_env, cfg.heldout_size, cfg.max_new_tokens)

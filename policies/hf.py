@@ -61,6 +61,10 @@ class Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.completion_mask.to(device),
                      self.prompt_len)
 
+    def rows(self, idx: torch.Tensor | slice) -> "Batch":
+        """The batch restricted to these rows (same layout and prompt length)."""
+        return Batch(self.input_ids[idx], self.attention_mask[idx], self.completion_mask[idx], self.prompt_len)
+
 
 def collate(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> Batch:
     P = max(len(p) for p in prompt_ids)
@@ -184,11 +188,11 @@ class TransformersEngine:
             mask[i, P - len(p):] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         pos = _positions(mask)
-        cache_kw = _cache_kwarg(model)
         dec = lean.LeanDecoder(model, B, P + params.max_new_tokens) if self.lean and lean.supports(model) else None
         if dec is not None:
             past, logits = None, dec.prefill(ids, mask, pos)
         else:
+            cache_kw = _cache_kwarg(model)
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
             past, logits = _cache_of(out), out.logits[:, -1, :]
         next_pos = pos[:, -1:] + 1

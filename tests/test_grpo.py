@@ -102,6 +102,6 @@ def test_leaving_out_zero_advantage_rows_keeps_loss_and_gradients(agg):
     full, gf = loss_and_grad(batch, old, mask, adv, 1.0)
     live = ((adv != 0) & (mask.sum(-1) > 0)).nonzero().squeeze(-1)
     assert live.tolist() == [0, 2]
-    kept, gk = loss_and_grad(grpo._rows(batch, live), old[live], mask[live], adv[live], grpo._kept_share(mask, live, agg))
+    kept, gk = loss_and_grad(batch.rows(live), old[live], mask[live], adv[live], grpo._kept_share(mask, live, agg))
     assert kept == pytest.approx(full, rel=1e-5, abs=1e-7)
     assert len(gf) == len(gk) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(gf, gk))
