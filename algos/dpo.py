@@ -65,6 +65,8 @@ class DPOConfig(RunConfig):
     """visit the data in a new seeded order each epoch (false: file order)"""
     max_steps: int = 0
     """stop after this many optimizer steps (0: epochs decide)"""
+    save_every: int = 25
+    """checkpoint every N steps (and at the end): a crashed run resumes from the last one"""
     batch_size: int = 32
     """pairs (or KTO examples) per optimizer step"""
     lr: float = 1e-4

@@ -53,6 +53,8 @@ from policies.hf import collate, token_logprobs
 class GRPOConfig(RunConfig):
     steps: int = 100
     """training steps (one batch of prompts each)"""
+    save_every: int = 25
+    """checkpoint every N steps (and at the end): a crashed run resumes from the last one"""
     prompts_per_step: int = 32
     """training tasks per step"""
     group_size: int = 8

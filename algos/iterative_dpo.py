@@ -41,6 +41,8 @@ from policies import SamplingParams
 class IterativeDPOConfig(RunConfig):
     rounds: int = 16
     """sample-pair-train rounds"""
+    save_every: int = 4
+    """checkpoint every N rounds (and at the end): a crashed run resumes from the last one"""
     tasks_per_round: int = 256
     """fresh training tasks per round"""
     samples_per_task: int = 8

@@ -44,6 +44,8 @@ from policies.hf import Batch, _positions, collate, token_logprobs
 class PPOConfig(RunConfig):
     steps: int = 60
     """PPO iterations (sample a batch, then optimise on it)"""
+    save_every: int = 20
+    """checkpoint every N iterations (and at the end): a crashed run resumes from the last one"""
     prompts_per_step: int = 32
     """training tasks per step"""
     samples_per_prompt: int = 4

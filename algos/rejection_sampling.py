@@ -45,6 +45,8 @@ from policies.hf import collate
 class RejectionSamplingConfig(RunConfig):
     rounds: int = 12
     """sample-filter-train rounds"""
+    save_every: int = 4
+    """checkpoint every N rounds (and at the end): a crashed run resumes from the last one"""
     tasks_per_round: int = 256
     """fresh training tasks sampled each round"""
     samples_per_task: int = 8

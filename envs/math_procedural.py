@@ -264,13 +264,21 @@ class MathEnv(TextEnv):
                  correct_weight: float = 1.0, format_weight: float = 0.1, format_mode: str = "soft",
                  timeout: float = 5.0, demo_slip_rate: float = 0.0, split: str = "train", prompt_format: str = "chat",
                  system_prompt: str | None = FORMAT_INSTRUCTION, render_mode: str | None = None):
-        if not 0.0 <= demo_slip_rate <= 1.0:
-            raise EnvError(f"demo_slip_rate must be in [0, 1], got {demo_slip_rate!r}")
         self.demo_slip_rate = demo_slip_rate
         super().__init__(ProceduralMath(difficulty, seed, heldout_fraction),
                          math_rubric(correct_weight, format_weight, format_mode, timeout),
                          split=split, prompt_format=prompt_format, system_prompt=system_prompt,
                          render_mode=render_mode)
+
+    @property
+    def demo_slip_rate(self) -> float:
+        return self._demo_slip_rate
+
+    @demo_slip_rate.setter
+    def demo_slip_rate(self, rate: float) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise EnvError(f"demo_slip_rate must be a number in [0, 1], got {rate!r} (0: correct demonstrations only)")
+        self._demo_slip_rate = float(rate)
 
     def demonstration(self, task: Task) -> str:
         """The SFT demonstration: the gold completion, or with probability ``demo_slip_rate``
