@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
@@ -193,7 +193,7 @@ class BuildConfig:
     """the model that samples (default the shipped cold start tiny-sft)"""
     out: str = "prefs.jsonl"
     """output JSONL file"""
-    format: str = "pairs"
+    format: Literal["pairs", "kto"] = "pairs"
     """pairs (prompt/chosen/rejected) or kto (prompt/completion/label)"""
     tasks: int = 2048
     """training tasks to sample"""
@@ -217,8 +217,6 @@ def build_main(argv: list[str] | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg = cfglib.parse(BuildConfig, argv, prog="algos.preference")
-    if cfg.format not in ("pairs", "kto"):
-        raise cfglib.ConfigError(f"format={cfg.format!r}: use pairs or kto")
     env = envs.make(cfg.env, **cfg.env_kwargs)
     base = env.unwrapped
     engine, _, _ = load(cfg.policy)
