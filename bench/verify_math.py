@@ -43,7 +43,7 @@ def ours_batch(preds, golds, opts_list, timeout, workers):
     """Group by verifier options, verify each group as one batch, return verdicts in order."""
     groups: dict[tuple, list[int]] = {}
     for i, o in enumerate(opts_list):
-        groups.setdefault((o.get("precision", 6), o.get("strict", True), o.get("allow_set_relation_comp", False)), []).append(i)
+        groups.setdefault((o.get("precision"), o.get("strict", True), o.get("allow_set_relation_comp", False)), []).append(i)
     out = [None] * len(preds)
     for (prec, strict, rel), idx in groups.items():
         v = MathVerifier(timeout=timeout, workers=workers, precision=prec, strict=strict, allow_set_relation_comp=rel)

@@ -108,14 +108,16 @@ def test_batch_matches_single():
 
 # cases where math-verify's own test suite expects False but the completion does state the gold
 # answer: "Answer $\n 9 \n$" (math-verify's default settings read 9 there too; its test used another setting)
-DELIBERATE = {("$9$", "Answer $ \n 9 \n $"), ("$9$", "Answer \\( \n 9 \n \\)")}
+# and one where math-verify rounds to 6 decimals and we compare exactly (a decimal is the number
+# it writes: 4.123105625617661 is not sqrt(17); `precision=` asks for a tolerance)
+DELIBERATE = {("$9$", "Answer $ \n 9 \n $"), ("$9$", "Answer \\( \n 9 \n \\)"), ("4.123105625617661", "$\\sqrt{17}$")}
 
 
 def test_equivalence_cases_from_math_verify():
     cases = [json.loads(line) for line in open(CASES)]
     wrong = []
     for c in cases:
-        v = MathVerifier(timeout=10, precision=c.get("precision", 6), strict=c.get("strict", True),
+        v = MathVerifier(timeout=10, precision=c.get("precision"), strict=c.get("strict", True),
                          allow_set_relation_comp=c.get("allow_set_relation_comp", False)).verify(c["pred"], c["gold"])
         if v.correct != c["expected"] and (c["gold"], c["pred"]) not in DELIBERATE:
             wrong.append((c["gold"], c["pred"][-80:], c["expected"], v))

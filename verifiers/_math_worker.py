@@ -3,6 +3,23 @@
 Imported once by the forkserver, so every worker starts with math-verify loaded.
 math-verify's own timeouts are switched off here: the pool's hard limit replaces them,
 and a timeout must come back as ``timeout``, not as a silent ``False``.
+
+Comparison is exact unless a tolerance is asked for. math-verify parses, and its structural
+comparison (sets, intervals, tuples, matrices, relations, symbols) is kept, but two of its
+numeric steps are replaced, because they pay for wrong answers:
+
+* numbers are rounded to ``float_rounding`` decimals, and a difference of non-atomic numbers
+  is evaluated with ``chop=True``: ``1/3000!`` equals ``1/2999!``, ``2^{-70}`` equals
+  ``2^{-71}``, two 8-decimal numbers that differ in the last digit are equal. Here every
+  decimal is first turned into the exact rational it writes (``0.333`` is 333/1000, never 1/3),
+  and numbers are equal only when their difference is exactly zero; with ``precision=P`` they
+  may differ by a *relative* 10^-P of the larger magnitude, never by an absolute amount;
+* Python's 4,300-digit limit on int/str conversion made very large exact values (towers such
+  as ``2^{2^{14}}``) fail to parse or compare, which came back ``wrong``: the limit is lifted
+  here, so they compare exactly or run into the hard time limit (``timeout``).
+
+A percentage with a decimal (``7.5\\%``) also equals its bare number (``7.5``), as math-verify
+already does for integers.
 """
 
 from __future__ import annotations
@@ -10,8 +27,14 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import sys
 
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, grader, parse, verify
+from sympy import Float, Rational, nan, zoo
+from sympy.matrices import MatrixBase
+
+if hasattr(sys, "set_int_max_str_digits"):  # exact values with tens of thousands of digits are still values
+    sys.set_int_max_str_digits(0)
 
 # we enforce the limit ourselves; math-verify warns about that on every call
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -42,24 +65,96 @@ def read_answer(ans: str):
     return _parse_once(first) or _parse_once(second)
 
 
+_DANGLING = re.compile(r"(?:[=+\-*/^_,(\[{]|\\[A-Za-z]+)\s*\$*\s*$")
+
+
+def _looks_broken(text: str) -> bool:
+    """A reference that nothing mathematical could be read from, and that is not a well-formed
+    text either: unbalanced braces, no letter or digit at all, or an operator/command left dangling."""
+    t = text.strip()
+    depth = 0
+    for c in t.replace("\\{", "").replace("\\}", ""):
+        depth += (c == "{") - (c == "}")
+        if depth < 0:
+            return True
+    return depth != 0 or not any(c.isalnum() or c in "∞∅π" for c in t) or bool(_DANGLING.search(t))
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_gold(text: str):  # references repeat (G samples per task): cache them
     return read_answer(text)
 
 
-def check(pred: str, gold: str, precision: int, strict: bool, set_relation: bool,
+# ------------------------------------------------------------------ exact numeric comparison
+
+
+def exact_decimals(expr):
+    """``expr`` with every Float replaced by the exact rational its decimal digits write."""
+    if isinstance(expr, str):
+        return expr
+    try:
+        if isinstance(expr, MatrixBase):
+            return expr.applyfunc(exact_decimals)
+        floats = expr.atoms(Float)
+        if floats:
+            return expr.xreplace({f: Rational(str(f)) for f in floats if f.is_finite})
+    except (AttributeError, TypeError, ValueError):  # not a sympy tree, or a Float that writes no number
+        pass
+    return expr
+
+
+def _numbers_equal(a, b, precision: int | None) -> bool:
+    """Exactly equal numbers (no free symbols), or within a relative 10^-precision."""
+    if a.free_symbols or b.free_symbols:
+        return False  # symbolic: math-verify's simplify(a - b) == 0 decides
+    d = a - b
+    if d.is_Rational and d == 0:
+        return True
+    if precision is None:  # unequal rationals, or no plain rational difference: only an exact proof
+        return False       # (math-verify's simplify(a - b) == 0, tried next) may still say equal
+    tol = Rational(1, 10 ** precision)
+    if a.is_Rational and b.is_Rational:
+        return abs(d) <= tol * max(abs(a), abs(b))
+    return bool(abs(d.evalf(40)) <= tol * max(abs(a.evalf(40)), abs(b.evalf(40))))
+
+
+def exact_numeric_eq(a, b, float_rounding, numeric_precision) -> bool:
+    """Replaces ``math_verify.grader.sympy_numeric_eq``; ``float_rounding`` is our precision (None: exact)."""
+    if isinstance(a, MatrixBase) or isinstance(b, MatrixBase):
+        a, b = grader.safe_sympy_doit(a), grader.safe_sympy_doit(b)
+        if isinstance(a, MatrixBase) and isinstance(b, MatrixBase) and a.shape == b.shape:
+            return all(exact_numeric_eq(x, y, float_rounding, numeric_precision) for x, y in zip(a, b))
+        return False
+    try:
+        pa, pb = grader.get_pct_val(a), grader.get_pct_val(b)
+        if (pa is None) != (pb is None) and _numbers_equal(
+                grader.safe_sympy_doit(a if pa is None else pa), grader.safe_sympy_doit(b if pb is None else pb),
+                float_rounding):
+            return True  # "7.5%" against "7.5": the numbers as written
+        return _numbers_equal(grader.safe_sympy_doit(a), grader.safe_sympy_doit(b), float_rounding)
+    except (TypeError, ValueError, AttributeError, ArithmeticError):
+        pass
+    return False
+
+
+grader.sympy_numeric_eq = exact_numeric_eq  # looked up by name inside math-verify's comparison
+
+
+def check(pred: str, gold: str, precision: int | None, strict: bool, set_relation: bool,
           pred_is_answer: bool = False) -> tuple[str, str | None, str]:
     """Return (status, extracted, note). ``pred`` is a bare answer when ``pred_is_answer``,
-    otherwise a text from which math-verify extracts the answer."""
+    otherwise a text from which math-verify extracts the answer. ``precision`` None: exact."""
     g = _parse_gold(gold)
-    if not g:
-        return "error", None, f"reference {gold[:80]!r} could not be parsed"
+    if not g or (all(isinstance(x, str) for x in g) and _looks_broken(gold)):
+        return "error", None, f"reference {gold[:80]!r} could not be parsed as math: fix the task's answer"
+    if any(getattr(x, "has", None) and x.has(nan, zoo) for x in g):
+        return "error", None, f"reference {gold[:80]!r} is undefined (a division by zero or nan): fix the task's answer"
     p = read_answer(pred) if pred_is_answer else _parse_once(pred)
     if not p:
         return "no_answer", None, "no parsable answer"
     extracted = str(p[-1]) if isinstance(p[-1], str) else str(p[0])
-    ok = verify(g, p, float_rounding=precision, strict=strict, allow_set_relation_comp=set_relation,
-                timeout_seconds=None, raise_on_error=False)
+    ok = verify([exact_decimals(x) for x in g], [exact_decimals(x) for x in p], float_rounding=precision,
+                strict=strict, allow_set_relation_comp=set_relation, timeout_seconds=None, raise_on_error=False)
     return ("correct" if ok else "wrong"), extracted, "sympy"
 
 
@@ -71,7 +166,7 @@ def _warm_up() -> None:
                        ("$\\{1,2\\}$", "\\{1, 2\\}"), ("$x \\leq 2$", "x <= 2"), ("$\\text{E}$", "E"),
                        ("$\\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix}$", "\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}"),
                        ("$\\sin^2 x + \\cos^2 x$", "1"), ("$(1, \\infty)$", "(1, \\infty)"), ("$2 \\pi r$", "2\\pi r")):
-        check(pred, gold, 6, True, False)
+        check(pred, gold, None, True, False)
     _parse_gold.cache_clear()
 
 
