@@ -47,6 +47,12 @@ class Job:
       with the args and its return value must equal ``output`` in value and type.
     * ``stdio``: ``tests`` are ``{"input": str, "output": str}``; the program runs with that
       stdin and every output line must match (line count included; trailing spaces ignored).
+
+    ``setup`` is trusted code run in the tests' own namespace before them (HumanEval's prompt, with
+    its helper functions; MBPP's test_setup_code). With ``entry_point`` set, an ``assert`` job's
+    tests see that one function of the program; without, every function it defines except those
+    that shadow a builtin. What the program's functions return to the tests must be made of plain
+    built-in values (see ``sandbox/runner.py``: "keeping the tests honest").
     """
 
     program: str
@@ -54,6 +60,7 @@ class Job:
     style: Style = "assert"
     entry_point: str | None = None
     timeout: float | None = None
+    setup: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +122,12 @@ class ProcessWorker(_Framed):
             cmd = ["bwrap", "--unshare-all", "--new-session", "--cap-drop", "ALL",
                    "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",
                    "--ro-bind", RUNNER_PATH, "/tmp/rlvr_runner.py", "--setenv", "RLVR_SWEEP_ALL", "1",
-                   "--setenv", "PYTHONDONTWRITEBYTECODE", "1", py, "-u", "-I", "/tmp/rlvr_runner.py"]
+                   "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "MALLOC_ARENA_MAX", "1", py, "-u", "-I", "/tmp/rlvr_runner.py"]
             if os.geteuid() == 0:  # run the jobs as nobody inside the namespace
                 cmd[1:1] = ["--uid", "65534", "--gid", "65534"]
         else:
             cmd = [py, "-u", "-I", RUNNER_PATH]
-        env = {"PATH": "/usr/bin:/bin", "RLVR_WORK_ROOT": "/tmp/work" if backend == "bwrap" else
+        env = {"PATH": "/usr/bin:/bin", "MALLOC_ARENA_MAX": "1", "RLVR_WORK_ROOT": "/tmp/work" if backend == "bwrap" else
                os.path.join(os.environ.get("TMPDIR", "/tmp"), f"rlvr-work-{os.getpid()}")}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=env, start_new_session=True)
@@ -168,7 +175,8 @@ class DockerWorker(_Framed):
             mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m", nano_cpus=int(cpus * 1e9),
             ulimits=[docker.types.Ulimit(name="nofile", soft=256, hard=256),
                      docker.types.Ulimit(name="fsize", soft=32 << 20, hard=32 << 20)],
-            environment={"RLVR_SWEEP_ALL": "1", "PYTHONDONTWRITEBYTECODE": "1", "RLVR_WORK_ROOT": "/tmp/work"},
+            environment={"RLVR_SWEEP_ALL": "1", "PYTHONDONTWRITEBYTECODE": "1", "RLVR_WORK_ROOT": "/tmp/work",
+                         "MALLOC_ARENA_MAX": "1"},  # one malloc arena: a job's thread reserves no 64 MB of its own
             labels={"rlvr-gym.sandbox": "1"}, working_dir="/tmp")
         sock = self.container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         self._sockio = sock  # docker-py's wrapper (it also keeps the HTTP response alive): closed with us
@@ -350,7 +358,7 @@ class Sandbox:
         if job.style == "call" and not job.entry_point:
             raise ValueError("a call-style job needs entry_point (the function to call)")
         tests = list(job.tests)
-        payload = {"style": job.style, "program": job.program, "entry_point": job.entry_point,
+        payload = {"style": job.style, "program": job.program, "entry_point": job.entry_point, "setup": job.setup,
                    "tests": tests if job.style == "assert" else [{"input": list(t["input"])} for t in tests]}
         res = self._exec(payload, timeout)
         return self._verdict(job, res, t0)

@@ -54,21 +54,178 @@ def _limits(job):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+_CONTAINERS = (list, tuple, set, frozenset)
+
+
+def _not_plain(v, depth=0):
+    """None if ``v`` is made of plain built-in values only (exact types, no subclasses); else what is not."""
+    t = type(v)
+    if t in _PLAIN:
+        return None
+    if depth > 50:
+        return "a value nested deeper than 50 levels"
+    if t in _CONTAINERS:
+        for x in v:
+            bad = _not_plain(x, depth + 1)
+            if bad:
+                return bad
+        return None
+    if t is dict:
+        for k, x in v.items():
+            bad = _not_plain(k, depth + 1) or _not_plain(x, depth + 1)
+            if bad:
+                return bad
+        return None
+    return "a value of type %s.%s" % (getattr(t, "__module__", "?"), getattr(t, "__qualname__", t.__name__))
+
+
 def _to_json(v):
-    """Type-tagged JSON, so the runner compares value and type."""
-    if v is None or isinstance(v, (bool, str)):
-        return [type(v).__name__, v]
-    if isinstance(v, int):
+    """Type-tagged JSON, so the runner compares value and type. Exact types only: an instance of a
+    subclass (an int whose __str__ lies) or of any other class never equals an expected value."""
+    t = type(v)
+    if v is None or t in (bool, str):
+        return [t.__name__, v]
+    if t is int:
         return ["int", str(v)]
-    if isinstance(v, float):
+    if t is float:
         return ["float", repr(v)]
-    if isinstance(v, (list, tuple)):
-        return [type(v).__name__, [_to_json(x) for x in v]]
-    if isinstance(v, dict):
+    if t in (list, tuple):
+        return [t.__name__, [_to_json(x) for x in v]]
+    if t is dict:
         return ["dict", sorted([[_to_json(k), _to_json(x)] for k, x in v.items()], key=repr)]
-    if isinstance(v, (set, frozenset)):
-        return [type(v).__name__, sorted([_to_json(x) for x in v], key=repr)]
-    return [type(v).__name__, repr(v)]
+    if t in (set, frozenset):
+        return [t.__name__, sorted([_to_json(x) for x in v], key=repr)]
+    return ["!unsupported", _not_plain(v) or t.__name__]
+
+
+# --------------------------------------------------------------- keeping the tests honest
+#
+# The tests run in the same interpreter as the candidate program, so the harness keeps them out
+# of the program's reach:
+# * values the program's functions return to the tests must be plain built-in values (numbers,
+#   str, bytes, bool, None, and lists/tuples/dicts/sets of them, exact types): an object whose
+#   __eq__ always says True, an int subclass with a lying __eq__, a __bool__ that is always
+#   true, a __float__ that fools isclose, never reach a comparison;
+# * the tests see the program only through its functions (HumanEval: the entry point alone, with
+#   the prompt's own helpers executed from the trusted prompt), never through names that shadow
+#   builtins, and they run in a namespace of their own;
+# * builtins and the standard modules are restored after the program's top level and after every
+#   call of one of its functions, so patched builtins (abs, isinstance, math.isclose, ...) do not
+#   last into the tests; modules the program imported are dropped, so the tests import fresh ones;
+# * the program (its top level and every call) runs in a thread of its own, so its frames do not
+#   lead to the harness's or the tests' frames; an audit hook refuses tracing, profiling, the
+#   other threads' frames, the garbage collector's object lists and ctypes, so nothing can step
+#   over an assert, read the nonce or rewrite objects in memory; a program that leaves a thread
+#   running fails.
+
+_TEST_MODULES = ("math", "cmath", "re", "string", "collections", "itertools", "functools", "operator", "heapq",
+                 "bisect", "fractions", "statistics", "copy", "random", "hashlib", "decimal", "threading")
+_BLOCKED_EVENTS = ("sys.settrace", "sys.setprofile", "sys._current_frames", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "cpython.PyInterpreterState_Clear")
+
+
+class Refused(BaseException):
+    """A value or an act the harness does not let through (BaseException: `except Exception` misses it)."""
+
+
+def _audit(event, args):
+    if event in _BLOCKED_EVENTS or event.startswith("ctypes."):
+        raise Refused("%s is not allowed in the sandbox" % event)
+
+
+class _Watch:
+    """Snapshots of builtins and of the standard modules, restored by identity (no __eq__ is called)."""
+
+    def __init__(self):
+        self.mods = {name: m for name, m in sys.modules.items() if m is not None}
+        self.snaps = [(m.__dict__, dict(m.__dict__), tuple(map(id, m.__dict__.values())))
+                      for m in self.mods.values() if hasattr(m, "__dict__")]
+
+    def restore(self, drop_new=False):
+        for d, snap, ids in self.snaps:
+            if len(d) != len(ids) or tuple(map(id, d.values())) != ids:
+                d.clear()
+                d.update(snap)
+        for name, m in self.mods.items():
+            if sys.modules.get(name) is not m:
+                sys.modules[name] = m
+        if drop_new:
+            for name in [n for n in sys.modules if n not in self.mods]:
+                del sys.modules[name]
+
+
+def _threads():
+    """Threads of this process, once a thread that was just joined has had time to exit."""
+    for _ in range(50):
+        try:
+            n = len(os.listdir("/proc/self/task"))
+        except OSError:
+            return 1
+        if n == 1:
+            return 1
+        time.sleep(0.002)
+    return n
+
+
+def _isolated(fn, args=(), kwargs=None):
+    """``fn(*args, **kwargs)`` in a thread of its own: its frames do not lead back to the caller's."""
+    import threading
+
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args, **(kwargs or {}))
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box.pop("error")
+    return box.get("value")
+
+
+def _guard(fn, name, watch, refusals):
+    def guarded(*args, **kwargs):
+        try:
+            value = _isolated(fn, args, kwargs)
+        finally:
+            watch.restore()
+        bad = _not_plain(value)
+        if bad is None and _threads() > 1:
+            bad = "a thread that keeps running"
+        if bad is not None:
+            msg = "%s() returned %s: only values made of built-in types (numbers, str, bytes, bool, None, " \
+                  "and lists/tuples/dicts/sets of them) are compared" % (name, bad)
+            if bad.startswith("a thread"):
+                msg = "%s() left %s" % (name, bad)
+            refusals.append(msg)
+            raise Refused(msg)
+        return value
+    guarded.__name__ = getattr(fn, "__name__", name)
+    return guarded
+
+
+def _tests_namespace(job, g, watch, refusals):
+    """What the tests see: the trusted setup (HumanEval's prompt), then the program's functions, guarded."""
+    import builtins
+    import types
+
+    ns = {"__name__": "__main__", "__builtins__": builtins}
+    if job.get("setup"):
+        exec(compile(job["setup"], "<setup>", "exec"), ns)
+    entry = job.get("entry_point")
+    if entry:
+        if entry in g:
+            ns[entry] = _guard(g[entry], entry, watch, refusals) if callable(g[entry]) else g[entry]
+        return ns
+    for k, v in g.items():
+        if k.startswith("__") or k in ns or hasattr(builtins, k):
+            continue  # a name that shadows a builtin stays the builtin in the tests
+        ns[k] = _guard(v, k, watch, refusals) if isinstance(v, types.FunctionType) else v
+    return ns
 
 
 def _harness(job, report):
@@ -87,29 +244,46 @@ def _harness(job, report):
         exec(compile(program, "<program>", "exec"), g)
         emit({"done": True})
         return
+    watch = _Watch()
+    refusals = []
+    sys.addaudithook(_audit)
     try:
-        exec(compile(program, "<program>", "exec"), g)
+        _isolated(exec, (compile(program, "<program>", "exec"), g))
+        watch.restore(drop_new=True)
+        if _threads() > 1:
+            raise Refused("the program left a thread running")
     except MemoryError:
         emit({"program": "oom"})
         return
     except BaseException as e:  # the program's own top level failed
+        watch.restore()
         emit({"program": "error", "error": "%s: %s" % (type(e).__name__, str(e)[:300])})
+        return
+    try:
+        ns = _tests_namespace(job, g, watch, refusals)
+    except BaseException as e:
+        emit({"program": "error", "error": "the tests' setup failed: %s: %s" % (type(e).__name__, str(e)[:300])})
         return
     for i, t in enumerate(tests):
         t0 = time.perf_counter()
+        n_refused = len(refusals)
         try:
             if style == "assert":
-                exec(compile(t, "<test %d>" % i, "exec"), g)
+                exec(compile(t, "<test %d>" % i, "exec"), ns)
                 out = {"test": i, "status": "passed"}
             else:  # call
                 fn = g[job["entry_point"]]
-                out = {"test": i, "status": "returned", "value": _to_json(fn(*t["input"]))}
+                value = _isolated(fn, t["input"])
+                watch.restore()
+                out = {"test": i, "status": "returned", "value": _to_json(value)}
         except AssertionError as e:
             out = {"test": i, "status": "failed", "error": ("AssertionError: " + str(e))[:300]}
         except MemoryError:
             out = {"test": i, "status": "oom"}
         except BaseException as e:
             out = {"test": i, "status": "error", "error": "%s: %s" % (type(e).__name__, str(e)[:300])}
+        if len(refusals) > n_refused:  # even if the test swallowed the refusal
+            out = {"test": i, "status": "failed", "error": refusals[n_refused][:300]}
         out["seconds"] = time.perf_counter() - t0
         emit(out)
     emit({"done": True})
@@ -309,6 +483,11 @@ def run_job(job):
 
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    for name in _TEST_MODULES + ("types", "builtins"):  # imported once, shared by every forked job, and
+        try:                                             # snapshotted so that a job cannot patch them
+            __import__(name)
+        except ImportError:
+            pass
     gc.freeze()  # keep the runner's own objects out of collections, in it and in its forked children
     me = os.getpid()
     write_msg({"ready": True, "pid": me, "uid": os.getuid(), "python": sys.version.split()[0]})

@@ -34,6 +34,18 @@ def extract_program(completion: str, prompt: str | None = None, entry_point: str
     return code
 
 
+def _trusted_prompt(prompt: str) -> str:
+    """The problem's prompt as runnable code (its signature gets a body), run in the tests' own
+    namespace so that helpers it defines (HumanEval's ``poly``, ``encode_cyclic``) are the
+    problem's, not the candidate's."""
+    code = prompt.rstrip() + "\n    pass\n"
+    try:
+        compile(code, "<prompt>", "exec")
+    except SyntaxError:
+        return ""
+    return code
+
+
 def job_for(completion: str, ref: dict[str, Any], timeout: float | None = None):
     """The sandbox job for a completion and a problem dict (see the module docstring)."""
     from sandbox import Job
@@ -42,11 +54,11 @@ def job_for(completion: str, ref: dict[str, Any], timeout: float | None = None):
         raise ValueError(f"a code reference must be a problem dict, got {type(ref).__name__}")
     if "test" in ref and "entry_point" in ref:  # HumanEval
         prog = extract_program(completion, ref.get("prompt"), ref["entry_point"])
-        return prog, Job(prog, (ref["test"] + f"\ncheck({ref['entry_point']})\n",), "assert", timeout=timeout)
+        return prog, Job(prog, (ref["test"] + f"\ncheck({ref['entry_point']})\n",), "assert", ref["entry_point"],
+                         timeout=timeout, setup=_trusted_prompt(ref.get("prompt") or ""))
     if "test_list" in ref:  # MBPP
         prog = extract_program(completion)
-        setup = ref.get("test_setup_code") or ""
-        return prog, Job(prog + ("\n" + setup if setup else ""), tuple(ref["test_list"]), "assert", timeout=timeout)
+        return prog, Job(prog, tuple(ref["test_list"]), "assert", timeout=timeout, setup=ref.get("test_setup_code") or "")
     if "inputs" in ref and "outputs" in ref:
         prog = extract_program(completion, ref.get("prompt"), ref.get("entry_point"))
         tests = tuple({"input": list(i), "output": o} for i, o in zip(ref["inputs"], ref["outputs"]))
