@@ -131,6 +131,8 @@ class CodeVerifier:
             details["first_error"] = errs[0]
         if res.details.get("error"):
             details["error"] = res.details["error"]
+        if res.details.get("sandbox_down"):
+            details["sandbox_down"] = True
         if res.stderr:
             details["stderr"] = res.stderr[-500:]
         frac = res.fraction
@@ -140,7 +142,8 @@ class CodeVerifier:
             return Verdict(Status.CORRECT, 1.0, short, details)
         if res.status == "timeout":
             return Verdict(Status.TIMEOUT, score, short, details)
-        if res.status == "error" and str(res.details.get("error", "")).startswith(("SandboxError", "OSError", "TimeoutError")):
+        if res.status == "error" and str(res.details.get("error", "")).startswith(
+                ("SandboxError", "SandboxDown", "OSError", "TimeoutError", "ValueError")):
             return Verdict(Status.ERROR, 0.0, short, details)
         return Verdict(Status.WRONG, score, short, details)
 
