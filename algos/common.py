@@ -18,6 +18,7 @@ from algos import config as cfglib
 from algos.evaluation import heldout_eval
 from algos.runs import Run, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
+from verifiers.code import SandboxDown, raise_if_sandbox_down
 
 
 @dataclasses.dataclass
@@ -131,6 +132,7 @@ def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: Sampli
     rollouts = [r for rs in outs for r in rs]
     flat_tasks = [t for t, rs in zip(tasks, outs) for _ in rs]
     results = base.score_batch([r.text for r in rollouts], flat_tasks)
+    raise_if_sandbox_down(results)  # error verdicts are not rewards: stop, with a checkpoint, instead
     return rollouts, results, flat_tasks
 
 
@@ -156,6 +158,10 @@ def run_main(main: Callable[[list[str] | None], Any]) -> None:
     except (cfglib.ConfigError, envs.EnvError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
+    except SandboxDown as e:
+        print(f"error: the sandbox is down: {e}. Start the Docker daemon and run the same command again "
+              f"(finished work is kept)", file=sys.stderr)
+        raise SystemExit(3)
 
 
 def eval_metrics(ev: dict[str, float]) -> dict[str, float]:
@@ -219,11 +225,13 @@ class Progress:
 @contextlib.contextmanager
 def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], str]):
     """Ctrl-C inside the block saves a checkpoint at the last finished step (with the weights as
-    they are), says how to resume, and exits with 130."""
+    they are), says how to resume, and exits with 130; a sandbox that stayed down (`SandboxDown`)
+    does the same and exits with 3."""
     try:
         yield
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SandboxDown) as e:
         path = save(progress.step, progress.state)
-        print(f"\ninterrupted: saved {path}; continue with: python -m algos.{s.run.algo} resume={s.run.dir}",
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
+        print(f"\n{why}: saved {path}; continue with: python -m algos.{s.run.algo} resume={s.run.dir}",
               file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 3)

@@ -34,6 +34,7 @@ import envs
 from algos import config as cfglib
 from algos.metrics import ks_for, majority_correct, mean_se, pass_at_k
 from policies import PolicyConfig, SamplingParams
+from verifiers.code import raise_if_sandbox_down
 
 
 @dataclasses.dataclass
@@ -372,6 +373,7 @@ def generate(cfg: EvalConfig, env_objs: dict[str, Any], rows: list[dict[str, Any
                 flat_tasks = [t for t, rs in zip(tasks, outs) for _ in rs]
                 flat = [r for rs in outs for r in rs]
                 results = base.score_batch([r.text for r in flat], flat_tasks)
+                raise_if_sandbox_down(results)  # nothing of this chunk is written: a rerun does it again
                 for j, (t, r, res) in enumerate(zip(flat_tasks, flat, results)):
                     row = sample_row(name, t, j % cfg.n, base.prompt_of(t), r.text, len(r.completion_ids),
                                      r.finish_reason, res)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from policies.base import SamplingParams
+from verifiers.code import raise_if_sandbox_down
 
 
 def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch_size: int = 256,
@@ -25,6 +26,7 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
         outs = engine.generate([base.prompt_of(t) for t in chunk], params)
         flat_tasks = [t for t, rs in zip(chunk, outs) for _ in rs]
         results = base.score_batch([r.text for rs in outs for r in rs], flat_tasks)
+        raise_if_sandbox_down(results)
         for res in results:
             total += 1
             v = res.verdicts.get("correct")

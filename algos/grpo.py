@@ -47,6 +47,7 @@ from algos.common import (RunConfig, adamw, eval_metrics, evaluate, finish, held
                           sample_and_score, set_lr, start, update, warmup)
 from policies import SamplingParams
 from policies.hf import collate, token_logprobs
+from verifiers.code import SandboxDown
 
 
 @dataclasses.dataclass
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     position = s.state.get("position", 0)
     acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
-    step = s.step
+    done, done_position = s.step, position  # the last finished step, and the data position after it
     bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="grpo", dynamic_ncols=True)
     try:
         for step in bar:
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 metrics["rollout/resample_rounds"] = rounds
             if not groups:  # nothing to learn from this step
                 run.log(step + 1, metrics)
+                done, done_position = step + 1, position
                 continue
             batch_rollouts = [r for ro, _ in groups for r in ro]
             batch_rewards_t = torch.stack([r for _, r in groups])
@@ -230,13 +232,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             state = {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 run.save_checkpoint(step + 1, model, tok, opt, state)
-    except KeyboardInterrupt:
-        bar.close()
-        path = run.save_checkpoint(step, model, tok, opt, {"position": position - cfg.prompts_per_step,
+            done, done_position = step + 1, position
+    except (KeyboardInterrupt, SandboxDown) as e:
+        bar.close()  # the step in flight is dropped: save the state it started from
+        path = run.save_checkpoint(done, model, tok, opt, {"position": done_position,
                                                            "heldout_accuracy_before": acc_before,
                                                            "wall_seconds": time.time() - t_start})
-        print(f"\ninterrupted: saved {path}; continue with: python -m algos.grpo resume={run.dir}", file=sys.stderr)
-        raise SystemExit(130)
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
+        print(f"\n{why}: saved {path}; continue with: python -m algos.grpo resume={run.dir}", file=sys.stderr)
+        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 3)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     return finish(s, cfg.steps, opt, {"position": position}, acc_before, t_start,

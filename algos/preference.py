@@ -23,6 +23,7 @@ from algos import config as cfglib
 from algos import losses
 from policies import PolicyConfig, SamplingParams
 from policies.hf import Batch, collate, encode_prompt, token_logprobs
+from verifiers.code import raise_if_sandbox_down
 
 LOSSES = ("dpo", "orpo", "simpo", "kto")
 
@@ -231,6 +232,7 @@ def build_main(argv: list[str] | None = None) -> dict[str, Any]:
             outs = engine.generate([base.prompt_of(t) for t in tasks], params)
             for t, group in zip(tasks, outs):
                 res = base.score_batch([r.text for r in group], [t] * len(group))
+                raise_if_sandbox_down(res)
                 pairs = build_pairs([x.reward for x in res], [len(r.completion_ids) for r in group], cfg.pairs_per_task)
                 tasks_with_pair += bool(pairs)
                 for c, r in pairs:

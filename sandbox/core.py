@@ -508,7 +508,9 @@ class Sandbox:
             return False
 
     def _start_recovering(self) -> Any:
-        """A fresh worker; when the Docker daemon is unreachable, wait for it up to ``daemon_wait``."""
+        """A fresh worker. While the Docker daemon is unreachable, or answers but cannot start a
+        container (it is shutting down or starting up), retry for up to ``daemon_wait``."""
+        deadline = None
         while True:
             if self._down:
                 raise _Down(self._down)
@@ -517,9 +519,17 @@ class Sandbox:
             except SandboxUnavailable:
                 raise
             except Exception as e:  # noqa: BLE001 - a start that failed: the daemon may be gone
-                if self.backend != "docker" or self._daemon_up():
-                    raise SandboxError(f"the {self.backend} runner could not be started: {type(e).__name__}: {e}") from e
-            self._wait_for_daemon()
+                if self.backend != "docker":
+                    raise SandboxError(f"the {self.backend} runner could not be started: {e}") from e
+                last = f"{type(e).__name__}: {str(e)[:200]}"
+            if not self._daemon_up():
+                self._wait_for_daemon()
+                continue
+            deadline = deadline or time.monotonic() + self.daemon_wait
+            if time.monotonic() > deadline:
+                self._down = f"no sandbox container could be started for {self.daemon_wait:.0f} s ({last})"
+                raise _Down(self._down)
+            time.sleep(0.5)
 
     def _wait_for_daemon(self) -> None:
         """One thread waits (and prints); the others wait for it. Sets ``_down`` when the bound passes."""

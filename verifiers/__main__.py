@@ -2,12 +2,14 @@
 
     python -m verifiers math  [FILE|-] [--workers N] [--timeout S] [--precision P]
     python -m verifiers format [FILE|-] [--mode soft|strict]
+    python -m verifiers code  [FILE|-] [--backend docker|bwrap|unsafe-process] [--timeout S] [--daemon-wait S]
 
 Reads JSON lines (``{"completion": ..., "answer": ...}``, other fields kept) and writes
 one JSON line per input line, in order, to standard output, adding ``status``,
 ``score``, ``extracted`` and ``details``. A line that is not valid JSON, or lacks a
 field, gets ``"status": "error"`` with the line number in ``details.error``; the other
-lines are still verified. A summary of the statuses goes to standard error.
+lines are still verified. A summary of the statuses goes to standard error. ``code`` exits with 3
+when the sandbox stayed unreachable past ``--daemon-wait`` (those lines have status ``error``).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     pm.add_argument("file", nargs="?", default="-", help="JSON lines file, or - for standard input (default)")
     pm.add_argument("--workers", type=int, default=None, help="worker processes for sympy checks (default: CPU count)")
     pm.add_argument("--timeout", type=float, default=5.0, help="hard limit in seconds per check (default 5)")
-    pm.add_argument("--precision", type=int, default=6, help="decimal places for numeric comparison (default 6)")
+    pm.add_argument("--precision", type=int, default=None, help="a tolerance: numbers may differ by a relative 10^-P "
+                    "of the larger magnitude (default: none, numbers are compared exactly)")
     pf = sub.add_parser("format", help="<think>...</think><answer>...</answer> structure; lines need 'completion'")
     pf.add_argument("file", nargs="?", default="-")
     pf.add_argument("--mode", choices=("soft", "strict"), default="soft")
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="sandbox backend (default docker; image from $RLVR_SANDBOX_IMAGE)")
     pc.add_argument("--timeout", type=float, default=10.0, help="wall-clock limit per program in seconds")
     pc.add_argument("--partial", action="store_true", help="score the fraction of tests passed")
+    pc.add_argument("--daemon-wait", type=float, default=60.0, help="seconds to wait for an unreachable Docker daemon "
+                    "before the lines left get status error (default 60)")
     args = parser.parse_args(argv)
 
     if args.kind == "math":
@@ -118,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"cannot read {args.file!r}: {e.strerror}")
     counts: collections.Counter[str] = collections.Counter()
     chunk: list = []
+    down_rows: list = []  # [count, reason] once the sandbox stayed down past --daemon-wait
 
     def flush() -> None:
         for row in _verify_chunk(args.kind, verifier, chunk, required):
             counts[row["status"]] += 1
+            if (row.get("details") or {}).get("sandbox_down"):
+                down_rows[:] = [(down_rows[0] if down_rows else 0) + 1, row["details"].get("error")]
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
         sys.stdout.flush()
         chunk.clear()
@@ -134,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         if chunk:
             flush()
     print("verified " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), file=sys.stderr)
+    if down_rows:
+        print(f"error: {down_rows[0]} lines got status error because the sandbox was down ({down_rows[1]}); rerun them "
+              f"once the Docker daemon is back", file=sys.stderr)
+        return 3
     return 0
 
 

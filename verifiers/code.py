@@ -75,27 +75,29 @@ _LOCK = threading.Lock()
 
 
 def shared_sandbox(backend: str = "docker", image: str | None = None, workers: int | None = None,
-                   timeout: float = 10.0) -> Any:
-    """One warm pool per (backend, image, workers, timeout), created on first use."""
+                   timeout: float = 10.0, daemon_wait: float = 60.0) -> Any:
+    """One warm pool per (backend, image, workers, timeout, daemon_wait), created on first use and
+    closed (containers removed) at interpreter exit."""
     from sandbox import Sandbox
 
-    key = (backend, image, workers, timeout)
+    key = (backend, image, workers, timeout, daemon_wait)
     with _LOCK:
-        if key not in _SANDBOXES:
-            _SANDBOXES[key] = Sandbox(backend, image=image, workers=workers, timeout=timeout)
+        if key not in _SANDBOXES or _SANDBOXES[key]._closed:
+            _SANDBOXES[key] = Sandbox(backend, image=image, workers=workers, timeout=timeout, daemon_wait=daemon_wait)
         return _SANDBOXES[key]
 
 
 class CodeVerifier:
     def __init__(self, backend: str = "docker", image: str | None = None, workers: int | None = None,
-                 timeout: float = 10.0, partial: bool = False, sandbox: Any = None):
+                 timeout: float = 10.0, partial: bool = False, sandbox: Any = None, daemon_wait: float = 60.0):
         self.backend, self.image, self.workers, self.timeout, self.partial = backend, image, workers, timeout, partial
+        self.daemon_wait = daemon_wait
         self._sandbox = sandbox
 
     @property
     def sandbox(self) -> Any:
         if self._sandbox is None:
-            self._sandbox = shared_sandbox(self.backend, self.image, self.workers, self.timeout)
+            self._sandbox = shared_sandbox(self.backend, self.image, self.workers, self.timeout, self.daemon_wait)
         return self._sandbox
 
     def verify(self, completion: str, reference: dict[str, Any]) -> Verdict:
@@ -157,4 +159,25 @@ def reference_from_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def cli_verifier(args: Any) -> CodeVerifier:
-    return CodeVerifier(backend=args.backend, timeout=args.timeout, partial=args.partial)
+    return CodeVerifier(backend=args.backend, timeout=args.timeout, partial=args.partial, daemon_wait=args.daemon_wait)
+
+
+class SandboxDown(RuntimeError):
+    """The sandbox stayed unreachable past its ``daemon_wait``: the verdicts it gave are errors, not
+    scores, so a training run stops (after saving a checkpoint) instead of learning from them."""
+
+
+def raise_if_sandbox_down(results: Sequence[Any]) -> None:
+    """Raise `SandboxDown` if any result (a Verdict, or a RewardResult with verdicts) says the sandbox was down."""
+    verdicts = [v for r in results for v in (r.verdicts.values() if hasattr(r, "verdicts") else (r,))]
+    reason = sandbox_down(verdicts)
+    if reason:
+        raise SandboxDown(reason)
+
+
+def sandbox_down(verdicts: Sequence[Verdict]) -> str | None:
+    """The reason, when any verdict says the sandbox stayed unreachable past its ``daemon_wait``."""
+    for v in verdicts:
+        if v.details.get("sandbox_down"):
+            return str(v.details.get("error", "the sandbox is down"))
+    return None
