@@ -216,10 +216,16 @@ def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_befor
 
 @dataclasses.dataclass
 class Progress:
-    """The last finished step of a run and the trainer state to save with it."""
+    """The last finished step of a run (its update done: the weights are those of that step), the
+    trainer state to save with it, and its metrics until they are logged."""
 
     step: int
     state: dict[str, Any]
+    pending: dict[str, Any] | None = None
+
+    def finished(self, step: int, state: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
+        """Call right after the step's update: an interrupt from here on saves this step (and logs it)."""
+        self.step, self.state, self.pending = step, state, metrics
 
 
 @contextlib.contextmanager
@@ -230,6 +236,8 @@ def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], 
     try:
         yield
     except (KeyboardInterrupt, SandboxDown) as e:
+        if progress.pending is not None and s.run.last_step < progress.step:  # updated, not yet logged
+            s.run.log(progress.step, progress.pending)
         path = save(progress.step, progress.state)
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
         print(f"\n{why}: saved {path}; continue with: python -m algos.{s.run.algo} resume={s.run.dir}",

@@ -132,14 +132,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # -------------------------------------------------------------- log
             metrics = {f"loss/{cfg.loss}": loss_val, "train/grad_norm": gn, "train/lr": opt.param_groups[0]["lr"],
                        "train/epoch": epoch, "perf/step_seconds": time.time() - t0, **stats}
+            progress.finished(step + 1, {"heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start},
+                              metrics)
             if env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(step + 1, metrics)
             bar.set_postfix(loss=f"{loss_val:.3f}")
-            state = {"heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
-            progress.step, progress.state = step + 1, state
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
-                run.save_checkpoint(step + 1, model, tok, opt, state)
+                run.save_checkpoint(step + 1, model, tok, opt, progress.state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     return finish(s, total, opt, {}, acc_before, t_start,

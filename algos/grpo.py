@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     position = s.state.get("position", 0)
     acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
-    done, done_position = s.step, position  # the last finished step, and the data position after it
+    done, done_position, pending = s.step, position, None  # the last finished step, its data position, its metrics
     bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="grpo", dynamic_ncols=True)
     try:
         for step in bar:
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 metrics["rollout/resample_rounds"] = rounds
             if not groups:  # nothing to learn from this step
                 run.log(step + 1, metrics)
-                done, done_position = step + 1, position
+                done, done_position, pending = step + 1, position, None
                 continue
             batch_rollouts = [r for ro, _ in groups for r in ro]
             batch_rewards_t = torch.stack([r for _, r in groups])
@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     stats["policy/entropy"].append(losses.masked_mean(entropy.detach(), mask[sl]).item())
                     stats["policy/clip_frac"].append(losses.masked_mean(clipped, mask[sl]).item())
                     stats["train/grad_norm"].append(gn)
+            done, done_position, pending = step + 1, position, metrics  # the weights are now those of step + 1
             if hasattr(engine, "update_weights"):  # vLLM holds its own copy of the weights
                 engine.update_weights(model)
             # -------------------------------------------------------------- log
@@ -232,9 +233,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             state = {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 run.save_checkpoint(step + 1, model, tok, opt, state)
-            done, done_position = step + 1, position
     except (KeyboardInterrupt, SandboxDown) as e:
-        bar.close()  # the step in flight is dropped: save the state it started from
+        bar.close()  # a step whose update had not finished is dropped: save the last finished one
+        if pending is not None and run.last_step < done:
+            run.log(done, pending)
         path = run.save_checkpoint(done, model, tok, opt, {"position": done_position,
                                                            "heldout_accuracy_before": acc_before,
                                                            "wall_seconds": time.time() - t_start})

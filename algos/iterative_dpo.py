@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import random
 import time
 from typing import Any, Literal
 
+import torch
 from tqdm import tqdm
 
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
@@ -86,6 +88,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = env.unwrapped
     settings = LossSettings(cfg.loss, cfg.beta, cfg.simpo_beta, cfg.simpo_gamma, cfg.orpo_lambda, cfg.nll_weight)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.loss == "dpo" else None
+    if ref is not None and s.step:  # resuming: the reference as it was (last refreshed at a multiple of K rounds)
+        ref.load_state_dict(torch.load(os.path.join(run.latest_checkpoint(), "reference.pt"), weights_only=True))
+
+    def save(step: int, state: dict) -> str:
+        path = run.save_checkpoint(step, model, tok, opt, state)
+        if ref is not None:
+            torch.save(ref.state_dict(), os.path.join(path, "reference.pt"))
+        return path
+
     opt = adamw(s, model, cfg.lr, cfg.weight_decay)
     position, updates = s.state.get("position", 0), s.state.get("updates", 0)
     acc_before = heldout_before(s)
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bar = tqdm(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="iterative dpo", dynamic_ncols=True)
     progress = Progress(s.step, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
                                  "wall_seconds": s.state.get("wall_seconds", 0.0)})
-    with save_on_interrupt(s, progress, lambda st, state: run.save_checkpoint(st, model, tok, opt, state)):
+    with save_on_interrupt(s, progress, save):
         for rnd in bar:
             t0 = time.time()
             # -------------------------------------------------------------- sample, score, pair
@@ -125,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         stats.setdefault(k, []).append(v)
             if ref is not None and cfg.ref_refresh_every and (rnd + 1) % cfg.ref_refresh_every == 0:
                 ref.load_state_dict(model.state_dict())
+            progress.finished(rnd + 1, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
+                                        "wall_seconds": time.time() - t_start}, metrics)
             if hasattr(engine, "update_weights"):
                 engine.update_weights(model)
             # -------------------------------------------------------------- log
@@ -135,17 +148,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(rnd + 1, metrics)
             bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", pairs=len(pairs))
-            state = {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
-                     "wall_seconds": time.time() - t_start}
-            progress.step, progress.state = rnd + 1, state
             if cfg.save_every and (rnd + 1) % cfg.save_every == 0 and rnd + 1 < cfg.rounds:
-                run.save_checkpoint(rnd + 1, model, tok, opt, state)
+                save(rnd + 1, progress.state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     return finish(s, cfg.rounds, opt, {"position": position, "updates": updates}, acc_before, t_start,
                   {"accuracy": ["train/accuracy", "eval/accuracy"], "preference": ["pref/accuracy", "pref/reward_margin"],
                    "loss": [f"loss/{cfg.loss}"]}, f"Iterative {cfg.loss.upper()} on {cfg.env} ({cfg.policy.model})",
-                  extra={"rounds": cfg.rounds, "updates": updates})
+                  extra={"rounds": cfg.rounds, "updates": updates}, save=save)
 
 
 if __name__ == "__main__":

@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    ("policy/entropy", losses.masked_mean(entropy.detach(), m).item()),
                                    ("policy/approx_kl", losses.masked_mean(old_logp[idx] - logp.detach(), m).item())):
                         stats.setdefault(k, []).append(val)
+            progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before,
+                                         "wall_seconds": time.time() - t_start}, metrics)
             if hasattr(engine, "update_weights"):
                 engine.update_weights(model)
             # -------------------------------------------------------------- log
@@ -208,10 +210,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}")
-            state = {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
-            progress.step, progress.state = step + 1, state
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                save(step + 1, state)
+                save(step + 1, progress.state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     return finish(s, cfg.steps, opt, {"position": position}, acc_before, t_start,

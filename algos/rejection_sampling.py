@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     update(opt, model, loss, cfg.grad_clip)
                     updates += 1
                     losses_.append(loss.item())
+            progress.finished(rnd + 1, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
+                                        "wall_seconds": time.time() - t_start}, metrics)
             if hasattr(engine, "update_weights"):
                 engine.update_weights(model)
             # -------------------------------------------------------------- log
@@ -168,11 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run.log_samples(rnd + 1, [{"task_id": flat_tasks[i].id, "prompt": flat_tasks[i].prompt, "completion": rollouts[i].text,
                                            "reward": results[i].reward, "accepted": i in kept_set} for i in range(min(16, len(rollouts)))])
             bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", kept=len(kept), loss=f"{metrics['loss/sft']:.3f}")
-            state = {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
-                     "wall_seconds": time.time() - t_start}
-            progress.step, progress.state = rnd + 1, state
             if cfg.save_every and (rnd + 1) % cfg.save_every == 0 and rnd + 1 < cfg.rounds:
-                run.save_checkpoint(rnd + 1, model, tok, opt, state)
+                run.save_checkpoint(rnd + 1, model, tok, opt, progress.state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     print(f"accepted set: {accepted_path}", file=sys.stderr)

@@ -59,6 +59,7 @@ class Run:
 
     # ------------------------------------------------------------------ logging
     def log(self, step: int, metrics: dict[str, Any]) -> None:
+        self.last_step = max(getattr(self, "last_step", 0), step)
         row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
@@ -83,6 +84,7 @@ class Run:
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop what was logged after the checkpoint, so the log reads as one run."""
+        self.last_step = step
         for name in ("metrics.jsonl", "samples.jsonl"):
             path = os.path.join(self.dir, name)
             with open(path) as f:

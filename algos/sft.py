@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.time()
     loss_val = float("nan")
     step = start_step
+    done, done_position, pending = start_step, position, None  # the last finished step, its data position, its metrics
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="sft", dynamic_ncols=True)
     try:
         for step in bar:
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             loss_val = loss.item()
             metrics = {"loss/sft": loss_val, "train/grad_norm": gnorm, "train/lr": opt.param_groups[0]["lr"],
                        "perf/tokens": int(batch.completion_mask.sum().item())}
+            done, done_position, pending = step + 1, position, metrics  # the weights are now those of step + 1
             if eval_env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 ev = heldout_eval(engine, eval_env, cfg.heldout_size, cfg.max_new_tokens)
                 metrics["eval/accuracy"] = ev["accuracy"]
@@ -182,9 +184,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run.save_checkpoint(step + 1, model, tok, opt, {"position": position})
         step = cfg.steps
     except KeyboardInterrupt:
-        done = step  # the interrupted step did not finish its update bookkeeping
-        run.save_checkpoint(done, model, tok, opt, {"position": position - cfg.batch_size})
-        print(f"\ninterrupted: saved step {done}; continue with resume={run.dir}", file=sys.stderr)
+        bar.close()  # a step whose update had not finished is dropped: save the last finished one
+        if pending is not None and run.last_step < done:
+            run.log(done, pending)
+        path = run.save_checkpoint(done, model, tok, opt, {"position": done_position})
+        print(f"\ninterrupted: saved {path}; continue with: python -m algos.sft resume={run.dir}", file=sys.stderr)
         raise SystemExit(130)
     bar.close()
     wall = time.time() - t0
