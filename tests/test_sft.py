@@ -30,22 +30,6 @@ def test_sft_smoke_params_change_loss_falls(tmp_path):
     assert (out / "curves.png").exists() and (out / "config.yaml").exists()
 
 
-def test_sft_resume_matches_uninterrupted(tmp_path):
-    full = tmp_path / "full"
-    sft.main(FAST + ["steps=6", "save_every=3", f"out={full}"])
-    part = tmp_path / "part"
-    # a run that "crashed" after its step-3 checkpoint: same config, stopped at 3 ...
-    sft.main(FAST + ["steps=6", "save_every=3", f"out={part}"])
-    with open(part / "checkpoints" / "latest", "w") as f:
-        f.write("step-3\n")
-    # ... resumed from it, continuing at step 4
-    sft.main([f"resume={part}"])
-    a = [r["loss/sft"] for r in _metrics(full) if "loss/sft" in r]
-    b = [r["loss/sft"] for r in _metrics(part) if "loss/sft" in r]
-    assert len(b) == 6
-    assert a == pytest.approx(b, rel=1e-5)
-
-
 def test_sft_on_a_dataset_file(tmp_path):
     data = tmp_path / "pairs.jsonl"
     rows = [{"prompt": f"say {i}", "response": f"<think>ok</think><answer>{i}</answer>"} for i in range(10)]
