@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sandbox import Job, Sandbox  # noqa: E402
-from sandbox.core import LABEL  # noqa: E402
+from sandbox.core import LABEL, list_ours  # noqa: E402
 
 KINDS = [  # (name, share in 1000, program, tests, expected status)
     ("pass", 700, "def f(x):\n    return x + 1\n", ("assert f(1) == 2", "assert f(2) == 3"), "passed"),
@@ -82,20 +82,20 @@ def main() -> None:
     rss = []
     chunk = max(args.jobs // 10, 1)
     for lo in range(0, args.jobs, chunk):
-        got += sb.run_many([j for _, j in jobs[lo:lo + chunk]])
+        got += [r.status for r in sb.run_many([j for _, j in jobs[lo:lo + chunk]])]  # keep verdicts, not outputs
         rss.append(rss_mb())
         print(f"  {len(got):6d} jobs  {time.perf_counter() - t0:7.1f} s  rss {rss[-1]:6.1f} MB  "
               f"replaced {sb.replaced}", flush=True)
     wall = time.perf_counter() - t0
     replaced = sb.replaced
     sb.close()
-    left = len(client.containers.list(all=True, filters={"label": f"{LABEL}.pool={pool}"}))
+    left = len(list_ours(client, f"{LABEL}.pool={pool}"))
     procs = children()
     by_kind: dict = collections.defaultdict(collections.Counter)
     wrong = 0
-    for (kind, _), r in zip(jobs, got):
-        by_kind[kind[0]][r.status] += 1
-        wrong += r.status != kind[4]
+    for (kind, _), status in zip(jobs, got):
+        by_kind[kind[0]][status] += 1
+        wrong += status != kind[4]
     print("\nverdicts by kind (expected status first):")
     for kind in KINDS:
         c = by_kind[kind[0]]

@@ -342,17 +342,23 @@ def _install_exit_hooks() -> None:
             signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def list_ours(client: Any, label: str = LABEL) -> list[dict]:
+    """Our containers as the daemon lists them (id and labels; no per-container inspect, which races
+    with containers being removed meanwhile)."""
+    return client.api.containers(all=True, filters={"label": label})
+
+
 def prune(client: Any = None, orphans_only: bool = False) -> int:
     """Remove our containers (all of them, or those whose owner process is gone); return how many."""
     import docker
 
     client = client or docker.from_env(timeout=30)
     n = 0
-    for ctr in client.containers.list(all=True, filters={"label": LABEL}):
-        if orphans_only and owner_alive(ctr.labels.get(LABEL + ".owner", "")) is not False:
+    for ctr in list_ours(client):
+        if orphans_only and owner_alive((ctr.get("Labels") or {}).get(LABEL + ".owner", "")) is not False:
             continue
         try:
-            ctr.remove(force=True)
+            client.api.remove_container(ctr["Id"], force=True)
             n += 1
         except Exception:  # noqa: BLE001 - gone already, or being removed by its owner
             pass
@@ -561,10 +567,10 @@ class Sandbox:
         with self._lock:
             live = {getattr(w, "container", None) and w.container.id for w in self._all}
         try:
-            for ctr in self._client.containers.list(all=True, filters={"label": f"{LABEL}.pool={self.pool_id}"}):
-                if ctr.id not in live:
+            for ctr in list_ours(self._client, f"{LABEL}.pool={self.pool_id}"):
+                if ctr["Id"] not in live:
                     try:
-                        ctr.remove(force=True)
+                        self._client.api.remove_container(ctr["Id"], force=True)
                     except Exception:  # noqa: BLE001 - removed meanwhile
                         pass
         except Exception:  # noqa: BLE001 - the daemon went away again: the next failure waits again
@@ -642,6 +648,7 @@ class Sandbox:
         common = dict(seconds=time.perf_counter() - t0, stdout=res.get("stdout", ""), stderr=res.get("stderr", ""))
         details = {k: res.get(k) for k in ("exit_code", "leftover_processes", "output_limit", "stdout_truncated",
                                            "attempts")}
+        details["job_seconds"] = res.get("seconds")  # the job alone, on the runner's clock
         if "runner_error" in res:
             return Result("error", tuple(TestResult("error", 0.0, res["runner_error"]) for _ in range(n)),
                           details={"error": res["runner_error"], "sandbox_down": bool(res.get("sandbox_down")),

@@ -342,10 +342,21 @@ def _new_workdir():
 
 
 def _remove(path):
-    """rm -rf without shutil; an empty directory (the usual case) costs one rmdir."""
+    """rm -rf without shutil; an empty directory (the usual case) costs one rmdir. A directory the
+    job made unreadable is opened up first (the job and the runner are the same user)."""
     try:
         os.rmdir(path)
         return
+    except NotADirectoryError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
+    except OSError:
+        pass
+    try:
+        os.chmod(path, 0o700)
     except OSError:
         pass
     try:
@@ -364,6 +375,48 @@ def _remove(path):
         os.rmdir(path)
     except OSError:
         pass
+
+
+# the places a job can write besides its work directory (the root is read-only): emptied after
+# every job, so that nothing one job leaves (a cache of answers, a poisoned module) reaches the next
+SCRUBBED = ("/tmp", "/dev/shm", "/dev/mqueue", "/var/tmp", "/run/lock")
+_KEEP = {}  # place -> entries present before the first job (the runner's own files, bind mounts)
+
+
+def _scrub_init():
+    for place in SCRUBBED:
+        try:
+            _KEEP[place] = set(os.listdir(place))
+        except OSError:
+            pass
+
+
+def _scrub():
+    """Empty every writable place of what jobs left; return how many entries could not be removed."""
+    left = 0
+    for place, keep in _KEEP.items():
+        try:
+            names = os.listdir(place)
+        except OSError:
+            continue
+        for name in names:
+            path = place + "/" + name
+            if path == WORK_ROOT:
+                for sub in os.listdir(path) if os.path.isdir(path) else ():
+                    _remove(path + "/" + sub)
+                    left += os.path.lexists(path + "/" + sub)
+                continue
+            if name in keep:
+                continue
+            if os.path.isdir(path) and not os.path.islink(path):
+                _remove(path)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            left += os.path.lexists(path)
+    return left
 
 
 def _sweep(me):
@@ -461,8 +514,11 @@ def run_job(job):
         os.close(fd)
     # inside a container or bwrap (own PID namespace) every other process is the job's; elsewhere
     # (the unsafe process backend) only the job's own process group is ours to kill
-    leftover = _sweep(os.getpid()) if os.environ.get("RLVR_SWEEP_ALL") == "1" else 0
+    isolated = os.environ.get("RLVR_SWEEP_ALL") == "1"  # in a container or bwrap: every process and file is the job's
+    leftover = _sweep(os.getpid()) if isolated else 0
     _remove(workdir)
+    if isolated:
+        leftover += _scrub()
     code = os.waitstatus_to_exitcode(wstatus) if hasattr(os, "waitstatus_to_exitcode") else wstatus
     reports = []
     for line in bytes(bufs[r_rep]).decode(errors="replace").splitlines():
@@ -488,6 +544,8 @@ def main():
             __import__(name)
         except ImportError:
             pass
+    if os.environ.get("RLVR_SWEEP_ALL") == "1":
+        _scrub_init()
     gc.freeze()  # keep the runner's own objects out of collections, in it and in its forked children
     me = os.getpid()
     write_msg({"ready": True, "pid": me, "uid": os.getuid(), "python": sys.version.split()[0]})

@@ -65,11 +65,15 @@ def test_cannot_read_host_files(sb):
     assert r.status == "passed", r
 
 
-def test_fork_bomb(sb):
-    r = sb.run(Job("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-                   ("assert True",)))
-    assert r.status in ("timeout", "failed", "error", "oom") and not r.passed
-    still_serves(sb)
+def test_fork_bomb_hits_the_pids_limit(sb):
+    # counts its own successful forks: the limit (64 processes per container) must stop it, not the clock
+    prog = ("import os, sys, time\nn = 0\nerr = None\nwhile n < 10000:\n    try:\n        pid = os.fork()\n"
+            "    except OSError as e:\n        err = e\n        break\n    if pid == 0:\n        os.closerange(0, 256)\n        time.sleep(30)\n"
+            "        os._exit(0)\n    n += 1\n")
+    r = sb.run(Job(prog, ("assert err is not None, n", "assert n < 64, n")))
+    assert r.status == "passed", r  # both asserts held: forking failed before the pids limit
+    assert r.details["leftover_processes"] >= 1  # the children were swept ...
+    still_serves(sb)  # ... and the container replaced
 
 
 def test_memory_bomb(sb):
@@ -82,11 +86,10 @@ def test_memory_bomb(sb):
 
 def test_infinite_loop_and_sleep_time_out(sb):
     for prog in ("while True:\n    pass\n", "import time\ntime.sleep(100)\n"):
-        t0 = time.perf_counter()
         r = sb.run(Job(prog, ("assert True",)))
-        took = time.perf_counter() - t0
         assert r.status == "timeout", r
-        assert took < TIMEOUT + 3, took
+        # the job itself (in the runner's clock), not the container start-up that follows a timeout
+        assert TIMEOUT <= r.details["job_seconds"] < TIMEOUT + 1.0, r.details
         still_serves(sb)
 
 
@@ -158,3 +161,88 @@ def test_bwrap_and_unsafe_backends():
         assert u.run(Job("while True:\n    pass\n", ("assert True",))).status == "timeout"
     with pytest.raises(ValueError, match="unsafe-process"):
         Sandbox("process")
+
+
+def test_writable_places_do_not_persist_between_jobs():
+    """Every place a job can write is emptied before the next job, in the same container."""
+    places = ("/tmp/leak", "/dev/shm/leak", "/dev/mqueue/leak", "/tmp/work/leak")
+    write = ("import os\nwritten = []\nfor p in %r:\n    try:\n        open(p, 'w').write('secret')\n"
+             "        written.append(p)\n    except OSError:\n        pass\nos.makedirs('/tmp/dir/sub', exist_ok=True)\n"
+             "open('/tmp/dir/sub/f', 'w').write('x')\nos.chmod('/tmp/dir/sub', 0)\nopen('mine', 'w').write('x')\n"
+             "here = os.getcwd()\n" % (places,))
+    read = ("import os\nfound = [p for p in %r + ('/tmp/dir',) if os.path.exists(p)]\n"
+            "work = os.listdir('/tmp/work')\n" % (places,))
+    small = Sandbox("docker", image=IMAGE, workers=1, timeout=TIMEOUT, memory_mb=256)
+    try:
+        container = small._all[0]
+        r = small.run(Job(write, ("assert '/tmp/leak' in written and '/dev/shm/leak' in written",)))
+        assert r.status == "passed", r
+        assert small._all == [container]  # not replaced: the same container serves the next job
+        r = small.run(Job(read, ("assert found == [], found", "assert len(work) == 1, work")))
+        assert r.status == "passed", r
+        # places that are not writable at all
+        r = small.run(Job("import os\nbad = []\nfor p in ('/var/tmp/x', '/x', '/usr/x', '/etc/x', '/dev/x', '/run/x'):\n"
+                          "    try:\n        open(p, 'w')\n        bad.append(p)\n    except OSError:\n        pass\n",
+                          ("assert bad == [], bad",)))
+        assert r.status == "passed", r
+    finally:
+        small.close()
+
+
+def test_privileges_root_and_nonce(sb):
+    prog = ("status = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+            "caps = [status[k].strip() for k in ('CapEff', 'CapPrm', 'CapBnd', 'CapAmb')]\n"
+            "nnp = status['NoNewPrivs'].strip()\n"
+            "import os\nmounts = [l.split() for l in open('/proc/mounts')]\n"
+            "root_opts = [m[3] for m in mounts if m[1] == '/'][0]\n")
+    r = sb.run(Job(prog, ("assert caps == ['0000000000000000'] * 4, caps", "assert nnp == '1', nnp",
+                          "assert root_opts.startswith('ro'), root_opts")))
+    assert r.status == "passed", r
+    # a verdict forged without the nonce is ignored: write "passed" reports to every descriptor, then exit
+    forge = ("import os, json\nfor fd in range(3, 64):\n    try:\n        os.write(fd, (json.dumps({'test': 0, "
+             "'status': 'passed'}) + '\\n' + json.dumps({'done': True}) + '\\n').encode())\n    except OSError:\n"
+             "        pass\nos._exit(0)\n")
+    r = sb.run(Job(forge, ("assert False",)))
+    assert not r.passed and r.tests[0].status != "passed", r
+
+
+def test_limits_cpu_file_size_open_files(sb):
+    # CPU seconds: a job that spins in a child process past RLIMIT_CPU is killed by SIGXCPU/SIGKILL
+    r = sb.run(Job("import resource\nsoft, hard = resource.getrlimit(resource.RLIMIT_CPU)\n"
+                   "fs = resource.getrlimit(resource.RLIMIT_FSIZE)[0]\nnf = resource.getrlimit(resource.RLIMIT_NOFILE)[0]\n",
+                   ("assert 1 <= soft <= %d, soft" % (int(TIMEOUT) + 1), "assert fs == 16 * 1024 * 1024, fs",
+                    "assert nf == 64, nf")))
+    assert r.status == "passed", r
+    r = sb.run(Job("err = None\ntry:\n    with open('big', 'wb') as f:\n        f.write(b'x' * (17 * 1024 * 1024))\n"
+                   "except OSError as e:\n    err = e\n", ("assert err is not None",)))
+    assert r.status == "passed", r  # the file-size limit (SIGXFSZ is ignored by Python: the write fails)
+    r = sb.run(Job("fs = []\nerr = None\ntry:\n    for i in range(1000):\n        fs.append(open('/dev/null'))\n"
+                   "except OSError as e:\n    err = e\n", ("assert err is not None and len(fs) < 64, len(fs)",)))
+    assert r.status == "passed", r
+
+
+def test_container_replaced_after_n_jobs_and_after_timeout_and_oom():
+    with Sandbox("docker", image=IMAGE, workers=1, timeout=TIMEOUT, memory_mb=256, max_jobs_per_worker=3) as s:
+        first = s._all[0]
+        for _ in range(3):
+            assert s.run(Job("x = 1", ("assert x == 1",))).passed
+        assert s.replaced == 1  # after its third job
+        r = s.run(Job("x = 1", ("assert x == 1",)))
+        assert r.passed and s._all[0] is not first
+        second = s._all[0]
+        assert s.run(Job("while True:\n    pass\n", ("assert True",))).status == "timeout"
+        assert s.replaced == 2
+        assert s.run(Job("x = 1", ("assert x == 1",))).passed and s._all[0] is not second
+        third = s._all[0]
+        assert s.run(Job("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", ("assert True",))).status == "oom"
+        assert s.replaced == 3
+        assert s.run(Job("x = 1", ("assert x == 1",))).passed and s._all[0] is not third
+
+
+def test_bwrap_pid_namespace_and_read_only_root():
+    with Sandbox("bwrap", workers=1, timeout=TIMEOUT) as b:
+        r = b.run(Job("import os\npids = [p for p in os.listdir('/proc') if p.isdigit()]\nbad = []\n"
+                      "for p in ('/etc/evil', '/usr/evil', '/evil'):\n    try:\n        open(p, 'w')\n"
+                      "        bad.append(p)\n    except OSError:\n        pass\n",
+                      ("assert len(pids) <= 4, pids", "assert bad == [], bad", "assert os.getpid() < 10, os.getpid()")))
+        assert r.status == "passed", r

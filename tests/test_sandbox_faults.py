@@ -19,7 +19,7 @@ import docker
 import pytest
 
 from sandbox import Job, Sandbox
-from sandbox.core import LABEL, prune
+from sandbox.core import LABEL, list_ours, prune
 
 IMAGE = os.environ.get("RLVR_SANDBOX_IMAGE", "rlvr-sandbox:latest")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,15 +31,16 @@ def slow_job(i: int, seconds: float = 0.1) -> Job:
 
 
 def ours(client, pid: int | None = None, pool: str | None = None) -> list:
-    """Our containers, all or those of one owner pid or one pool."""
+    """Our containers (their labels), all or those of one owner pid or one pool."""
     out = []
-    for c in client.containers.list(all=True, filters={"label": LABEL}):
-        owner = c.labels.get(LABEL + ".owner", "")
+    for c in list_ours(client):
+        labels = c.get("Labels") or {}
+        owner = labels.get(LABEL + ".owner", "")
         if pid is not None and owner.split(":")[1:2] != [str(pid)]:
             continue
-        if pool is not None and c.labels.get(LABEL + ".pool") != pool:
+        if pool is not None and labels.get(LABEL + ".pool") != pool:
             continue
-        out.append(c)
+        out.append(labels)
     return out
 
 
@@ -64,7 +65,7 @@ def test_containers_are_labelled_and_removed_by_close(client):
     sb = Sandbox("docker", image=IMAGE, workers=2, timeout=5)
     mine = ours(client, pool=sb.pool_id)
     assert len(mine) == 2
-    labels = mine[0].labels
+    labels = mine[0]
     assert labels[LABEL] == "1" and labels[LABEL + ".owner"].split(":")[1] == str(os.getpid())
     sb.close()
     sb.close()  # twice is fine
@@ -144,8 +145,7 @@ def test_container_killed_mid_batch_every_job_gets_one_verdict(client):
         t = threading.Thread(target=lambda: results.extend(sb.run_many(jobs)))
         t.start()
         time.sleep(0.5)
-        victim = ours(client, pool=sb.pool_id)[0]
-        victim.kill()
+        client.api.kill(list_ours(client, f"{LABEL}.pool={sb.pool_id}")[0]["Id"])
         t.join(timeout=120)
         assert len(results) == 40
         assert [r.status for r in results] == ["passed"] * 40, [r.details for r in results if not r.passed]
