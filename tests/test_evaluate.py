@@ -69,7 +69,7 @@ def test_gold_answers_score_100_on_every_env_and_junk_0(tmp_path, gold_server, g
     assert s["math"]["count/no_answer"] == 12
 
 
-def test_resume_skips_done_tasks_and_reverify_reproduces(tmp_path, gold_server):
+def test_resume_skips_done_tasks(tmp_path, gold_server):
     out = tmp_path / "r"
     _eval(out, gold_server, "env=math", "tasks=5")
     first = gold_server.requests
@@ -78,10 +78,51 @@ def test_resume_skips_done_tasks_and_reverify_reproduces(tmp_path, gold_server):
     assert s["math"]["n_tasks"] == 12
     rows = [json.loads(line) for line in open(out / "samples.jsonl")]
     assert len(rows) == 12 and len({r["task_id"] for r in rows}) == 12
-    before = [(r["task_id"], r["status"], r["reward"]) for r in rows]
-    s2 = evaluate.main(["env=math", f"out={out}", "--reverify"])
-    after = [(r["task_id"], r["status"], r["reward"]) for r in (json.loads(x) for x in open(out / "samples.jsonl"))]
-    assert sorted(before) == sorted(after) and s2["math"]["pass@1"] == s["math"]["pass@1"]
+
+
+def test_reverify_rescores_stored_samples_without_generating(tmp_path, gold_server):
+    out = tmp_path / "r"
+    _eval(out, gold_server, "env=math", "tasks=6")
+    path = out / "samples.jsonl"
+    rows = [json.loads(line) for line in open(path)]
+    assert all(r["status"] == "correct" and r["reward"] == 1.0 for r in rows)
+    # tamper with what is stored: statuses, rewards, and two completions made wrong
+    for i, r in enumerate(rows):
+        r["status"], r["reward"], r["parts"] = "error", 0.0, {"correct": 0.0, "format": 0.0}
+        if i < 2:
+            r["completion"] = "<think>hm</think><answer>-1</answer>"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    requests = gold_server.requests
+    # rescored with another reward weight: format counts 0.5 and correctness 1.0, mean of the weighted parts
+    s = evaluate.main(["env=math", "env.format_weight=0.5", f"out={out}", "--reverify"])
+    assert gold_server.requests == requests  # no generation request
+    after = [json.loads(x) for x in open(path)]
+    assert [r["status"] for r in after] == ["wrong", "wrong", "correct", "correct", "correct", "correct"]
+    assert [r["reward"] for r in after] == pytest.approx([0.5 / 1.5] * 2 + [1.0] * 4)
+    assert s["math"]["pass@1"] == pytest.approx(4 / 6)
+
+
+def test_summary_on_hand_built_rows():
+    def row(task, sample, correct, extracted, source="a", difficulty=1, reward=None):
+        return {"task_id": task, "sample": sample, "status": "correct" if correct else "wrong", "extracted": extracted,
+                "details": {"method": "boxed"}, "reward": float(correct) if reward is None else reward,
+                "parts": {"correct": float(correct)}, "source": source, "difficulty": difficulty, "tokens": 10}
+    rows = ([row("t1", i, c, x) for i, (c, x) in enumerate([(True, "5"), (False, "6"), (True, "5"), (False, "7")])] +
+            [row("t2", i, c, x, "b", 2) for i, (c, x) in enumerate([(False, "1"), (False, "1"), (False, "2"), (True, "3")])] +
+            [row("t3", i, False, "9", "b", 2) for i in range(4)])
+    s = evaluate.summarize(rows, 4)
+    assert s["n_tasks"] == 3
+    # pass@k per task: t1 has 2 of 4 correct, t2 1 of 4, t3 0 of 4
+    assert s["pass@1"] == pytest.approx((2 / 4 + 1 / 4 + 0) / 3)
+    assert s["pass@2"] == pytest.approx((5 / 6 + 1 / 2 + 0) / 3)  # 1 - C(2,2)/C(4,2) = 5/6; 1 - C(3,2)/C(4,2) = 1/2
+    assert s["pass@4"] == pytest.approx((1 + 1 + 0) / 3)
+    # maj@4: t1's majority answer "5" is correct; t2's is "1" (wrong); t3 wrong
+    assert s["maj@4"] == pytest.approx(1 / 3)
+    assert s["count/correct"] == 3 and s["count/wrong"] == 9
+    assert s["by_source"]["a"]["pass@1"] == pytest.approx(0.5) and s["by_source"]["a"]["n_tasks"] == 1
+    assert s["by_source"]["b"]["pass@1"] == pytest.approx(0.125) and s["by_source"]["b"]["n_tasks"] == 2
+    assert s["by_difficulty"]["2"]["pass@1"] == pytest.approx(0.125)
+    assert s["mean_reward"] == pytest.approx(3 / 12)
 
 
 def test_compare_writes_deltas(tmp_path, gold_server):
