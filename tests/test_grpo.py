@@ -39,11 +39,84 @@ def test_grpo_smoke_params_change_logs_finite(tmp_path):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
 
 
-@pytest.mark.parametrize("opts", [["advantage=none", "loss_agg=constant"], ["advantage=batch", "loss_agg=sequence"],
-                                  ["dynamic_sampling=true", "truncation=penalty", "max_new_tokens=8"]])
-def test_grpo_variants_run(tmp_path, opts):
-    s = grpo.main(FAST + ["steps=1", f"out={tmp_path / 'v'}"] + opts)
-    assert s["steps"] == 1
+@pytest.mark.parametrize("advantage,loss_agg", [("none", "constant"), ("batch", "sequence"), ("group", "token")])
+def test_grpo_advantage_and_aggregation_reach_the_loss(tmp_path, monkeypatch, advantage, loss_agg):
+    from algos import losses
+
+    seen = {"adv": [], "agg": []}
+    real_adv, real_agg = losses.group_advantages, losses.aggregate
+
+    def adv(rewards, mode, *a, **k):
+        seen["adv"].append(mode)
+        out = real_adv(rewards, mode, *a, **k)
+        if mode == "none":  # Dr. GRPO: reward minus the group mean, no scaling
+            assert torch.allclose(out, rewards - rewards.mean(-1, keepdim=True))
+        return out
+
+    def agg(per_token, mask, mode, *a, **k):
+        seen["agg"].append(mode)
+        return real_agg(per_token, mask, mode, *a, **k)
+
+    monkeypatch.setattr(losses, "group_advantages", adv)
+    monkeypatch.setattr(losses, "aggregate", agg)
+    grpo.main(FAST + ["steps=2", "temperature=1.0", f"advantage={advantage}", f"loss_agg={loss_agg}",
+                      f"out={tmp_path / 'v'}"])
+    assert seen["adv"] and set(seen["adv"]) == {advantage}
+    assert seen["agg"] and set(seen["agg"]) == {loss_agg}
+
+
+def test_grpo_truncation_penalty_shifts_rewards():
+    from types import SimpleNamespace as NS
+
+    rollouts = [NS(truncated=t) for t in (True, False, True, False)]
+    results = [NS(reward=r) for r in (1.0, 1.0, 0.0, 0.5)]
+    cfg = grpo.GRPOConfig(group_size=2, truncation="penalty", truncation_penalty=0.25)
+    groups = grpo._groups(rollouts, results, cfg)
+    assert [g[1].tolist() for g in groups] == [[0.75, 1.0], [-0.25, 0.5]]
+    cfg = grpo.GRPOConfig(group_size=2, truncation="mask")
+    assert [g[1].tolist() for g in grpo._groups(rollouts, results, cfg)] == [[1.0, 1.0], [0.0, 0.5]]
+
+
+def test_grpo_truncation_penalty_in_a_run(tmp_path):
+    # every completion is cut at 4 tokens: with the penalty the logged reward is the plain one minus it
+    out = tmp_path / "t"
+    grpo.main(FAST + ["steps=1", "max_new_tokens=4", "truncation=penalty", "truncation_penalty=0.5", f"out={out}"])
+    row = [r for r in _rows(out) if "rollout/truncated" in r][0]
+    assert row["rollout/truncated"] == 1.0
+    samples = [json.loads(x) for x in open(out / "samples.jsonl")]
+    assert all(s["finish_reason"] == "length" for s in samples)
+
+
+def test_grpo_dynamic_sampling_refills_with_groups_that_carry_signal(tmp_path, monkeypatch):
+    calls = []
+    real = grpo.sample_and_score
+
+    def counting(engine, env, tasks, params):
+        out = real(engine, env, tasks, params)
+        rewards = [r.reward for r in out[1]]
+        G = params.n
+        calls.append([len(set(rewards[i:i + G])) > 1 for i in range(0, len(rewards), G)])
+        return out
+
+    monkeypatch.setattr(grpo, "sample_and_score", counting)
+    monkeypatch.setattr(grpo.losses, "group_advantages", _record_batch(grpo.losses.group_advantages, calls))
+    out = tmp_path / "d"
+    grpo.main(FAST + ["steps=3", "temperature=1.0", "dynamic_sampling=true", "max_resample_rounds=3", f"out={out}"])
+    rows = [r for r in _rows(out) if "rollout/resample_rounds" in r]
+    assert len(rows) == 3
+    rounds = [r["rollout/resample_rounds"] for r in rows]
+    assert len([c for c in calls if isinstance(c, list)]) == 3 + sum(rounds)  # one sampling per step plus the refills
+    assert sum(rounds) > 0, "no step needed a refill: the test saw nothing"
+    # every group that reached the loss had rewards that were not all equal
+    for batch in (c for c in calls if isinstance(c, tuple)):
+        assert all(len(set(row)) > 1 for row in batch[1])
+
+
+def _record_batch(fn, sink):
+    def wrapped(rewards, mode, *a, **k):
+        sink.append(("batch", [tuple(r) for r in rewards.tolist()]))
+        return fn(rewards, mode, *a, **k)
+    return wrapped
 
 
 def test_cli_errors_unknown_key_and_env():

@@ -1,3 +1,4 @@
+from algos.config import ConfigError
 """PPO, rejection sampling, iterative DPO and offline DPO/ORPO/SimPO/KTO: the pure pieces by
 hand, then smoke tests on the tiny model (parameters change, logs finite, run folder complete)."""
 
@@ -151,7 +152,7 @@ def test_preference_file_builder_and_loader(tmp_path):
     assert {"prompt", "completion", "label"} <= set(krows[0]) and r["rows"] == len(krows)
     bad = tmp_path / "bad.jsonl"
     _write_jsonl(bad, [{"question": "q", "answer": "a"}])
-    with pytest.raises(Exception, match="prompt, chosen"):
+    with pytest.raises(ConfigError, match="prompt, chosen"):
         preference.load_preference_data(str(bad), tok, "pairs")
 
 

@@ -1,3 +1,4 @@
+from algos.config import ConfigError
 import json
 import os
 
@@ -41,5 +42,5 @@ def test_sft_on_a_dataset_file(tmp_path):
     assert sft.main(["policy.model=tiny", f"data={chat}", "steps=2", "batch_size=2", f"out={tmp_path / 'c'}"])["steps"] == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"x": 1}))
-    with pytest.raises(Exception, match="prompt"):
+    with pytest.raises(ConfigError, match="prompt"):
         sft.main(["policy.model=tiny", f"data={bad}", "steps=1", f"out={tmp_path / 'b'}"])
