@@ -122,3 +122,77 @@ def test_equivalence_cases_from_math_verify():
         if v.correct != c["expected"] and (c["gold"], c["pred"]) not in DELIBERATE:
             wrong.append((c["gold"], c["pred"][-80:], c["expected"], v))
     assert not wrong, wrong
+
+
+# ---------------------------------------------------------------- issue: reward holes (classes named)
+
+
+@pytest.mark.parametrize("pred,gold", [
+    # "the answer is" ends at its clause, and a negated statement is never the answer
+    ("the answer is 12, not 13.", "12"), ("So the answer is 12; the other root is 13.", "12"),
+    ("\\boxed{12}. Note that the answer is not 13.", "12"), ("The answer is 12 but I was unsure.", "12"),
+    ("The answer is $(1, 2)$, as shown.", "(1,2)"), ("The answer is 1,234.", "1234"),
+    # normalisations math-verify misses
+    ("\\boxed{45°}", "45"), ("\\boxed{0.\\overline{6}}", "\\frac{2}{3}"), ("\\boxed{1.\\overline{3}}", "\\frac43"),
+    ("\\boxed{0.1\\overline{6}}", "\\frac{1}{6}"), ("\\boxed{12 500}", "12500"), ("\\boxed{12\u2009500}", "12500"),
+    ("\\boxed{1\u202f000\u202f000}", "10^6"), ("\\boxed{3, -3}", "\\pm 3"), ("\\boxed{\\pm 3}", "-3, 3"),
+    ("\\boxed{7.5\\%}", "7.5"), ("\\boxed{2^{2^{4}}}", "65536"),
+    ("\\boxed{2^{2^{14}}}", "4^{2^{13}}"),
+    # a decimal is the number it writes
+    ("\\boxed{0.5}", "\\frac{1}{2}"), ("\\boxed{0.125}", "\\frac18"), ("\\boxed{2.50}", "\\frac{5}{2}"),
+])
+def test_reward_hole_false_negatives_now_correct(pred, gold):
+    assert st(pred, gold) is Status.CORRECT, V.verify(pred, gold)
+
+
+def test_tower_with_tens_of_thousands_of_digits_is_exact_or_timeout():
+    import sys
+
+    old = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else None
+    if old is not None:
+        sys.set_int_max_str_digits(0)
+    try:
+        digits = str(2 ** (2 ** 16))  # 19,729 digits
+    finally:
+        if old is not None:
+            sys.set_int_max_str_digits(old)
+    v = MathVerifier(timeout=10).verify("\\boxed{2^{2^{16}}}", digits)
+    assert v.status in (Status.CORRECT, Status.TIMEOUT), v
+    v = MathVerifier(timeout=10).verify("\\boxed{2^{2^{16}} + 1}", digits)
+    assert v.status in (Status.WRONG, Status.TIMEOUT), v
+
+
+def test_unfinished_think_is_no_answer():
+    for text in ("<think>so it is \\boxed{5}", "<think>a</think> ok <think> the answer is 5", "<think>5"):
+        v = V.verify(text, "5")
+        assert v.status is Status.NO_ANSWER and v.details["method"] == "unclosed_think", (text, v)
+    assert st("<think>a</think>\\boxed{5}", "5") is Status.CORRECT
+
+
+@pytest.mark.parametrize("ref", ["\\frac{", "???", "x=", "}", "=", "\\sqrt", "1/0", "\\frac{1}{0}", "\\text{}"])
+def test_broken_reference_is_error_not_wrong(ref):
+    v = V.verify("\\boxed{5}", ref)
+    assert v.status is Status.ERROR and "reference" in v.details["error"], (ref, v)
+
+
+def test_tolerance_is_explicit_and_relative():
+    assert st("\\boxed{1.0000001}", "1") is Status.WRONG  # exact by default
+    tol = MathVerifier(timeout=5, precision=6)
+    assert tol.verify("\\boxed{1.0000001}", "1").correct
+    assert tol.verify("\\boxed{1000000.5}", "1000000").correct  # 5e-7 of the magnitude
+    assert not tol.verify("\\boxed{0.0000005}", "0.0000001").correct  # never absolute
+    with pytest.raises(ValueError, match="precision"):
+        MathVerifier(precision=-1)
+
+
+def test_cli_precision_default_is_exact(tmp_path):
+    import subprocess
+    import sys
+
+    rows = [{"completion": "\\boxed{0.12345678}", "answer": "0.12345679"}, {"completion": "\\boxed{1.0000001}", "answer": "1"}]
+    inp = "".join(json.dumps(r) + "\n" for r in rows)
+    p = subprocess.run([sys.executable, "-m", "verifiers", "math"], input=inp, capture_output=True, text=True, timeout=120)
+    assert [json.loads(x)["status"] for x in p.stdout.splitlines()] == ["wrong", "wrong"]
+    p = subprocess.run([sys.executable, "-m", "verifiers", "math", "--precision", "6"], input=inp, capture_output=True,
+                       text=True, timeout=120)
+    assert [json.loads(x)["status"] for x in p.stdout.splitlines()] == ["correct", "correct"]

@@ -246,3 +246,49 @@ def test_bwrap_pid_namespace_and_read_only_root():
                       "        bad.append(p)\n    except OSError:\n        pass\n",
                       ("assert len(pids) <= 4, pids", "assert bad == [], bad", "assert os.getpid() < 10, os.getpid()")))
         assert r.status == "passed", r
+
+
+def test_bwrap_works_when_the_interpreter_lives_under_tmp(tmp_path):
+    """A virtual environment under /tmp (copied interpreter, activated) must not vanish under bwrap's tmpfs."""
+    import subprocess
+    import sys
+
+    assert str(tmp_path).startswith("/tmp/")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--copies", str(venv)], check=True, timeout=120)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PATH": f"{venv}/bin:" + os.environ["PATH"], "VIRTUAL_ENV": str(venv), "PYTHONPATH": root}
+    p = subprocess.run([str(venv / "bin" / "python"), "-m", "sandbox", "check", "--backend", "bwrap"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("bwrap: passed"), (p.stdout, p.stderr)
+
+
+def test_a_runner_that_cannot_start_says_why_in_one_line(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    from sandbox import core
+
+    monkeypatch.setattr(core, "RUNNER_PATH", str(tmp_path / "missing_runner.py"))
+    with pytest.raises(core.SandboxError, match="missing_runner.py"):  # the runner's stderr is in the error
+        Sandbox("unsafe-process", workers=1, timeout=TIMEOUT)
+    p = subprocess.run([sys.executable, "-m", "sandbox", "check", "--image", "rlvr-no-such-image:nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_built_image_is_the_default_when_the_public_one_is_missing(monkeypatch):
+    import docker
+
+    from sandbox.core import BUILT_IMAGE, PUBLIC_IMAGE
+
+    client = docker.from_env()
+    try:
+        client.images.get(PUBLIC_IMAGE)
+        pytest.skip(f"{PUBLIC_IMAGE} is present here, so it is (rightly) the default")
+    except docker.errors.ImageNotFound:
+        pass
+    client.images.get(BUILT_IMAGE)  # CI builds it
+    monkeypatch.delenv("RLVR_SANDBOX_IMAGE", raising=False)
+    with Sandbox("docker", workers=1, timeout=TIMEOUT) as s:
+        assert s.image == BUILT_IMAGE and s.run(Job("x = 1", ("assert x == 1",))).passed
