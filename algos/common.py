@@ -15,7 +15,7 @@ import torch
 
 import envs
 from algos import config as cfglib
-from algos.evaluation import heldout_eval
+from algos.heldout import heldout_eval
 from algos.runs import Run, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
 from verifiers.code import SandboxDown, raise_if_sandbox_down

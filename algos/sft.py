@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import envs
 from algos import config as cfglib
-from algos.evaluation import heldout_eval
+from algos.heldout import heldout_eval
 from algos.common import adamw, run_main, set_lr, start, update
 from policies import PolicyConfig
 from policies.hf import collate, encode_prompt, token_logprobs

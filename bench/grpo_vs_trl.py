@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 import envs  # noqa: E402
 from algos import grpo  # noqa: E402
-from algos.evaluation import heldout_eval  # noqa: E402
+from algos.heldout import heldout_eval  # noqa: E402
 from policies import PolicyConfig, load  # noqa: E402
 from policies.hf import TransformersEngine  # noqa: E402
 

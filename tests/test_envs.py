@@ -247,3 +247,21 @@ def test_task_is_frozen():
     t = Task("a", "p", "1")
     with pytest.raises(dataclasses.FrozenInstanceError):
         t.id = "b"  # type: ignore[misc]
+
+
+def test_readme_custom_env_example(tmp_path, monkeypatch):
+    """The README's "Your own environment" example, exactly as written, makes a conforming environment."""
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    part = readme[readme.index("**Your own environment.**"):]
+    code = part[part.index("```python\n") + len("```python\n"):part.index("\n```", part.index("```python\n"))]
+    assert len(code.splitlines()) <= 30, "keep the example short"
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my_pkg" / "__init__.py").write_text("")
+    (tmp_path / "my_pkg" / "reverse.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = envs.make("my_pkg.reverse:ReverseEnv")
+    envs.check_env(env)
+    task = env.unwrapped.source.task(0, "heldout")
+    res = env.unwrapped.score_batch([f"<think>x</think><answer>{task.reference}</answer>", "<answer>no</answer>"],
+                                    [task, task])
+    assert [r.parts["correct"] for r in res] == [1.0, 0.0]

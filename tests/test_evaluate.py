@@ -138,7 +138,7 @@ def test_compare_writes_deltas(tmp_path, gold_server):
 
 
 def test_local_model_greedy_matches_heldout_eval(tmp_path):
-    from algos.evaluation import heldout_eval
+    from algos.heldout import heldout_eval
     from policies import PolicyConfig, load
 
     s = evaluate.main(["env=math", "tasks=40", "n=4", f"out={tmp_path}"])
