@@ -129,6 +129,8 @@ def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: Sampli
     """G rollouts per task, scored by the environment. Returns flat (rollouts, results, tasks)."""
     base = env.unwrapped
     outs = engine.generate([base.prompt_of(t) for t in tasks], params)
+    if hasattr(engine, "sleep"):  # vLLM: free its GPU memory for the update that follows
+        engine.sleep()
     rollouts = [r for rs in outs for r in rs]
     flat_tasks = [t for t, rs in zip(tasks, outs) for _ in rs]
     results = base.score_batch([r.text for r in rollouts], flat_tasks)

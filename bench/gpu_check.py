@@ -108,14 +108,22 @@ def main() -> None:
         out = engine.generate(prompts, p)
         dt = time.perf_counter() - t0
         n = sum(len(r.completion_ids) for rs in out for r in rs)
+        # per-prompt seeds: the same prompt twice in one call must not give the same 8 samples
+        twin = engine.generate([prompts[0], prompts[0]], p)
+        distinct = [r.completion_ids for r in twin[0]] != [r.completion_ids for r in twin[1]]
+        again = engine.generate([prompts[0], prompts[0]], p)  # and the same call again reproduces them
+        same = [r.completion_ids for r in again[0]] == [r.completion_ids for r in twin[0]]
+        # the training order: sleep after rollouts, an update (wakes weights only), then generate (wakes the KV cache)
         engine.sleep()
-        engine.wake()
+        free_asleep = torch.cuda.mem_get_info()[0]
         with torch.no_grad():
             for prm in model.parameters():
                 prm.add_(0.01)
         engine.update_weights(model)
         out2 = engine.generate(prompts[:4], p)
-        return f"{n / dt:,.0f} tokens/s; sleep/wake ok; weights updated, {sum(len(r) for r in out2)} rollouts after update"
+        assert distinct and same, (distinct, same)
+        return (f"{n / dt:,.0f} tokens/s; per-prompt seeds distinct and reproducible; sleep -> update -> generate ok "
+                f"({free_asleep / 2 ** 30:.1f} GiB free while asleep); {sum(len(r) for r in out2)} rollouts after update")
 
     check("transformers engine bf16", gen_bf16)
     check("SFT bf16", sft_bf16)

@@ -34,6 +34,10 @@ class PolicyConfig:
     """engine=openai: requests in flight at once"""
     gpu_memory_utilization: float = 0.3
     """engine=vllm: share of GPU memory vLLM may take (the rest is for training)"""
+    vllm_dtype: str = "bfloat16"
+    """engine=vllm: dtype of vLLM's copy of the weights (the trainer keeps policy.dtype)"""
+    max_model_len: int = 0
+    """engine=vllm: longest prompt + completion vLLM plans its KV cache for (0: the model's own context length)"""
     seed: int = 0
     """seed of the fresh 'tiny' initialisation"""
 
