@@ -87,7 +87,7 @@ def test_one_update_of_each_algorithm_changes_the_weights(tmp_path, smol, algo):
     out = tmp_path / algo
     args = {
         "sft": (sft, ["steps=1", "batch_size=2"]),
-        "grpo": (grpo, ["steps=1", "prompts_per_step=2", "group_size=2", "temperature=1.0"]),
+        "grpo": (grpo, ["steps=1", "prompts_per_step=4", "group_size=4", "temperature=1.0"]),
         "ppo": (ppo, ["steps=1", "prompts_per_step=2", "samples_per_prompt=2", "minibatches=1", "ppo_epochs=1",
                       "temperature=1.0"]),
         "rejection_sampling": (rejection_sampling, ["rounds=1", "tasks_per_round=4", "samples_per_task=2",
