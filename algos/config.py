@@ -31,6 +31,23 @@ class ConfigError(ValueError):
     """A bad command line or config file: the message names the key, the value and the fix."""
 
 
+# Defaults that depend on the model. The built-in tiny models (0.8M parameters) learn at learning
+# rates that wreck a real pretrained model in a few steps (SmolLM2-135M: 93.8% -> 68.8% held-out
+# accuracy after 3 GRPO steps at lr 5e-5). A config class lists in ``REAL_MODEL_DEFAULTS`` the
+# values that replace its defaults when ``policy.model`` is anything but a built-in tiny model and
+# the key was not set on the command line or in the config file. `--help` shows both.
+TINY_MODELS = ("tiny", "tiny-sft")
+
+
+def apply_model_defaults(cls: type, cfg: Any, explicit: set[str]) -> None:
+    policy = getattr(cfg, "policy", None)
+    if policy is None or policy.model in TINY_MODELS:
+        return
+    for k, v in getattr(cls, "REAL_MODEL_DEFAULTS", {}).items():
+        if k not in explicit:
+            _set(cfg, k.split("."), v, k)
+
+
 @functools.lru_cache(maxsize=None)
 def field_docs(cls: type) -> dict[str, str]:
     """The string literal under each field of a dataclass (CleanRL / tyro style)."""
@@ -170,13 +187,18 @@ def help_text(cls: type, prog: str) -> str:
     lines = [f"usage: python -m {prog} [key=value ...] [config=FILE.yaml] [--help]", "", doc, "", "keys:"]
     keys = all_keys(cls)
     width = max(len(k) for k in keys) + 2
+    real = getattr(cls, "REAL_MODEL_DEFAULTS", {})
     for k, (tp, default, doc) in keys.items():
-        lines.append(f"  {k:<{width}}{_type_name(tp)} = {default!r}")
+        lines.append(f"  {k:<{width}}{_type_name(tp)} = {default!r}" +
+                     (f"   (real models: {real[k]!r})" if k in real else ""))
         if doc:
             lines += ["      " + line for line in textwrap.wrap(doc, 90)]
     if "env" in keys:
         lines += ["", "  env.KEY=VALUE       an option of the chosen environment (e.g. env.difficulty=3)"]
     lines += ["", "  config=FILE.yaml    load keys from a YAML file first (nested or dotted keys)"]
+    if real:
+        lines += ["", f"  (real models: ...) is the default when policy.model is not one of {', '.join(TINY_MODELS)}: "
+                      f"the tiny models' settings damage a real pretrained model"]
     return "\n".join(lines)
 
 
@@ -223,6 +245,7 @@ def parse(cls: type, argv: list[str] | None = None, prog: str | None = None) -> 
             raise ConfigError(f"unknown key {k!r} (from {origin}){hint} Run `python -m {prog} --help` for every key.")
         tp = keys[k][0]
         _set(cfg, k.split("."), _convert(k, v, tp), k)
+    apply_model_defaults(cls, cfg, {k for k, _, _ in items})
     if hasattr(cfg, "__post_init__"):
         cfg.__post_init__()
     return cfg

@@ -31,7 +31,7 @@ import math
 import random
 import sys
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from tqdm import tqdm
 
@@ -43,6 +43,8 @@ from algos.preference import LossSettings, kto_batch_loss, load_preference_data,
 
 @dataclasses.dataclass
 class DPOConfig(RunConfig):
+    # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "max_new_tokens": 512, "heldout_size": 200}
     data: str | None = None
     """preference dataset: hub name or local JSON/JSONL/Parquet (build one with python -m algos.preference)"""
     loss: Literal["dpo", "orpo", "simpo", "kto"] = "dpo"

@@ -37,7 +37,7 @@ import dataclasses
 import math
 import sys
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from tqdm import tqdm
@@ -52,6 +52,8 @@ from verifiers.code import SandboxDown
 
 @dataclasses.dataclass
 class GRPOConfig(RunConfig):
+    # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-6, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200}
     steps: int = 100
     """training steps (one batch of prompts each)"""
     save_every: int = 25

@@ -28,7 +28,7 @@ import dataclasses
 import os
 import random
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from tqdm import tqdm
@@ -41,6 +41,8 @@ from policies import SamplingParams
 
 @dataclasses.dataclass
 class IterativeDPOConfig(RunConfig):
+    # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200}
     rounds: int = 16
     """sample-pair-train rounds"""
     save_every: int = 4

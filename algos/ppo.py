@@ -28,7 +28,7 @@ import copy
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm import tqdm
@@ -42,6 +42,9 @@ from policies.hf import Batch, _positions, collate, token_logprobs
 
 @dataclasses.dataclass
 class PPOConfig(RunConfig):
+    # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-6, "critic_lr": 1e-5, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512,
+                                              "heldout_size": 200}
     steps: int = 60
     """PPO iterations (sample a batch, then optimise on it)"""
     save_every: int = 20

@@ -30,7 +30,7 @@ import os
 import random
 import sys
 import time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from tqdm import tqdm
 
@@ -43,6 +43,8 @@ from policies.hf import collate
 
 @dataclasses.dataclass
 class RejectionSamplingConfig(RunConfig):
+    # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-5, "warmup_steps": 0, "max_new_tokens": 512, "heldout_size": 200}
     rounds: int = 12
     """sample-filter-train rounds"""
     save_every: int = 4

@@ -36,6 +36,9 @@ from policies.hf import collate, encode_prompt, token_logprobs
 
 @dataclasses.dataclass
 class SFTConfig:
+    # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 2e-5, "warmup_steps": 0, "weight_decay": 0.0, "steps": 100, "batch_size": 16,
+                                              "max_new_tokens": 512, "heldout_size": 200}
     data_replaces_env: ClassVar[bool] = True  # with data=, no environment (and no held-out accuracy)
 
     env: str = "math"

@@ -60,3 +60,29 @@ def test_help_on_the_command_line():
     assert p.returncode == 2 and "did you mean 'steps'" in p.stderr
     p = subprocess.run([sys.executable, "-m", "algos.sft", "env=mth"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "Did you mean: math" in p.stderr
+
+
+def test_real_models_get_safe_defaults_unless_set():
+    from algos import dpo, grpo, iterative_dpo, ppo, rejection_sampling, sft
+    from algos.config import TINY_MODELS, parse
+
+    for mod, cls in ((grpo, grpo.GRPOConfig), (ppo, ppo.PPOConfig), (sft, sft.SFTConfig), (dpo, dpo.DPOConfig),
+                     (rejection_sampling, rejection_sampling.RejectionSamplingConfig),
+                     (iterative_dpo, iterative_dpo.IterativeDPOConfig)):
+        real = cls.REAL_MODEL_DEFAULTS
+        assert real["lr"] <= 2e-5, cls  # conservative learning rates for pretrained models
+        tiny = parse(cls, [])
+        for m in TINY_MODELS:
+            assert parse(cls, [f"policy.model={m}"]).lr == tiny.lr == cls().lr
+        c = parse(cls, ["policy.model=some/real-model"])
+        assert all(getattr(c, k) == v for k, v in real.items()), cls
+        c = parse(cls, ["policy.model=some/real-model", "lr=3e-4"])
+        assert c.lr == 3e-4  # an explicit value always wins
+    assert "(real models: 1e-06)" in grpo_help()
+
+
+def grpo_help():
+    from algos import grpo
+    from algos.config import help_text
+
+    return help_text(grpo.GRPOConfig, "algos.grpo")
