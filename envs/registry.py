@@ -27,9 +27,10 @@ ENTRY_POINT_GROUP = "rlvr_gym.envs"
 ENVS = {
     "rlvr/Math-v0": "envs.math_procedural:MathEnv",
     "rlvr/GSM8K-v0": "envs.math_dataset:DatasetMathEnv",
+    "rlvr/IFEval-v0": "envs.ifeval:IFEvalEnv",
     "rlvr/HumanEval-v0": "envs.code:CodeEnv",
 }
-ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0", "humaneval": "rlvr/HumanEval-v0"}
+ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0", "humaneval": "rlvr/HumanEval-v0", "ifeval": "rlvr/IFEval-v0"}
 
 
 class UnknownEnvError(EnvError, KeyError):
