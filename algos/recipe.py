@@ -59,7 +59,8 @@ def run(path: str, extra: list[str]) -> dict[str, Any]:
         args = {str(k): v for k, v in (st.get("args") or {}).items()}
         if model is not None and "policy.model" not in args:
             args["policy.model"] = model
-        argv = [f"{k}={v}" for k, v in args.items()] + extra + [f"out={os.path.join(out, f'{i}-{st['algo']}')}"]
+        stage_dir = os.path.join(out, f"{i}-{st['algo']}")
+        argv = [f"{k}={v}" for k, v in args.items()] + extra + [f"out={stage_dir}"]
         print(f"recipe {name}: stage {i}/{len(recipe['stages'])}: python -m algos.{st['algo']} {' '.join(argv)}",
               file=sys.stderr, flush=True)
         summary = module.main(argv)
