@@ -13,3 +13,13 @@ def gsm8k_path():
     if not os.path.isdir(GSM8K):
         pytest.fail(f"GSM8K data not found at {GSM8K}; set RLVR_SHARED to the shared folder")
     return GSM8K
+
+
+IFEVAL = os.path.join(SHARED, "data", "ifeval")
+
+
+@pytest.fixture(scope="session")
+def ifeval_path():
+    if not os.path.isdir(IFEVAL):
+        pytest.fail(f"IFEval data not found at {IFEVAL}; set RLVR_SHARED to the shared folder")
+    return IFEVAL
