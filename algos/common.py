@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -47,6 +48,12 @@ class RunConfig:
     """continue the run in this folder from its last checkpoint (model, optimizer, RNG, data position)"""
     wandb: bool = False
     """also log to Weights & Biases"""
+    tax_envs: str = ""
+    """alignment-tax suite: environments evaluated at the start and the end (e.g. [math,gsm8k,ifeval]); deltas go in summary.json (empty: off)"""
+    tax_tasks: int = 100
+    """held-out tasks per environment of the tax suite"""
+    tax_options: dict = dataclasses.field(default_factory=dict)
+    """options of the tax suite's environments, as algos.evaluate's env.NAME.KEY (e.g. {gsm8k.path: ../shared/data/gsm8k})"""
 
 
 @dataclasses.dataclass
@@ -184,7 +191,17 @@ def heldout_before(s: Setup) -> float | None:
         acc = ev["accuracy"]
         s.run.log(0, eval_metrics(ev))
         print(f"held-out accuracy before: {acc:.1%} ({s.cfg.heldout_size} tasks)", file=sys.stderr)
+    if getattr(s.cfg, "tax_envs", "") and not os.path.exists(os.path.join(s.run.dir, "tax-before", "summary.json")):
+        tax_suite(s, "before")
     return acc
+
+
+def tax_suite(s: Setup, tag: str) -> dict[str, Any]:
+    """The alignment-tax suite (``tax_envs``) on the model as it is now, into RUN/tax-{tag}/."""
+    from algos import evaluate as ev_mod
+
+    return ev_mod.suite(s.engine, s.cfg.tax_envs, dict(s.cfg.tax_options), os.path.join(s.run.dir, f"tax-{tag}"),
+                        s.cfg.tax_tasks, s.cfg.max_new_tokens, model_label=f"{s.cfg.policy.model} ({tag})")
 
 
 def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_before: float | None, t_start: float,
@@ -205,6 +222,15 @@ def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_befor
         summary.update({"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
                         "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size})
     summary.update({"wall_seconds": round(wall, 1), "checkpoint": path})
+    if getattr(cfg, "tax_envs", ""):  # the alignment tax: every suite metric after - before, with its error
+        from algos import evaluate as ev_mod
+
+        tax_suite(s, "after")
+        deltas = ev_mod.compare_runs(os.path.join(run.dir, "tax-before"), os.path.join(run.dir, "tax-after"),
+                                     os.path.join(run.dir, "tax"))
+        with open(os.path.join(run.dir, "tax", "compare.json")) as f:
+            summary["alignment_tax"] = {"deltas": deltas, "se": json.load(f)["se"], "report": os.path.join(run.dir, "tax",
+                                                                                                        "compare.md")}
     run.write_summary(summary)
     run.plot(plot, title)
     run.close()

@@ -139,12 +139,19 @@ def _convert(key: str, raw: Any, tp: Any) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{key}={raw!r} is not {'an integer' if tp is int else 'a number'}") from None
     if tp is str:
+        if isinstance(raw, list) and all(isinstance(x, (str, int, float)) for x in raw):
+            return "[" + ",".join(str(x) for x in raw) + "]"  # a YAML list of names: env: [math, gsm8k]
         if isinstance(raw, (dict, list)):
             raise ConfigError(f"{key} must be a string, got {type(raw).__name__}")
         return str(raw)
     if tp is dict or origin is dict:
+        if isinstance(raw, str):
+            try:
+                raw = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                pass
         if not isinstance(raw, dict):
-            raise ConfigError(f"{key} must be a mapping")
+            raise ConfigError(f"{key} must be a mapping, e.g. {key}={{name.key: value}}")
         return dict(raw)
     return raw
 

@@ -119,6 +119,8 @@ def summarize(rows: list[dict[str, Any]], n: int) -> dict[str, Any]:
     for s in ("correct", "wrong", "no_answer", "timeout", "error"):
         out[f"count/{s}"] = sum(r["status"] == s for r in flat)
     out["mean_tokens"] = sum(r.get("tokens", 0) for r in flat) / len(flat)
+    if any("strict" in (r.get("details") or {}) for r in flat):
+        out.update(instruction_metrics(flat))
     for key in ("difficulty", "source"):
         groups: dict[str, list[float]] = collections.defaultdict(list)
         for t in tasks:
@@ -127,6 +129,29 @@ def summarize(rows: list[dict[str, Any]], n: int) -> dict[str, Any]:
         if len(groups) > 0:
             out[f"by_{key}"] = {g: {"pass@1": mean_se(v)[0], "pass@1_se": mean_se(v)[1], "n_tasks": len(v)}
                                 for g, v in sorted(groups.items())}
+    return out
+
+
+def instruction_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """IFEval's four standard numbers over samples (prompt-level: every instruction followed;
+    instruction-level: the share of instructions followed; strict and loose), each with a standard
+    error, and a breakdown per instruction type."""
+    out: dict[str, Any] = {}
+    rows = [r for r in rows if "strict" in (r.get("details") or {})]
+    for mode in ("strict", "loose"):
+        m, se = mean_se([float(bool(r["details"][mode]) and all(r["details"][mode])) for r in rows])
+        out[f"ifeval/prompt_{mode}"], out[f"ifeval/prompt_{mode}_se"] = m, se
+        flags = [float(x) for r in rows for x in r["details"][mode]]
+        m, se = mean_se(flags) if flags else (0.0, 0.0)
+        out[f"ifeval/instruction_{mode}"], out[f"ifeval/instruction_{mode}_se"] = m, se
+    by: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: {"strict": [], "loose": []})
+    for r in rows:
+        d = r["details"]
+        for iid, s, lo in zip(d["instructions"], d["strict"], d["loose"]):
+            by[iid]["strict"].append(float(s))
+            by[iid]["loose"].append(float(lo))
+    out["by_instruction"] = {iid: {"strict": sum(v["strict"]) / len(v["strict"]), "loose": sum(v["loose"]) / len(v["loose"]),
+                                   "n": len(v["strict"])} for iid, v in sorted(by.items())}
     return out
 
 
@@ -187,6 +212,29 @@ def write_report(out_dir: str, summary: dict[str, dict[str, Any]], rows: list[di
         fig.savefig(os.path.join(out_dir, f"by_{key}.png"), dpi=110)
         plt.close(fig)
         lines += [f"![by {key}](by_{key}.png)", ""]
+    # IFEval: per instruction type
+    for name, s in summary.items():
+        by = s.get("by_instruction")
+        if not by:
+            continue
+        ids = list(by)
+        fig, ax = plt.subplots(figsize=(7, 0.3 * len(ids) + 1.5))
+        ax.barh([i + 0.2 for i in range(len(ids))], [100 * by[i]["strict"] for i in ids], 0.4, label="strict")
+        ax.barh([i - 0.2 for i in range(len(ids))], [100 * by[i]["loose"] for i in ids], 0.4, label="loose")
+        ax.set_yticks(range(len(ids)), [f"{i} ({by[i]['n']})" for i in ids], fontsize=7)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("instructions followed (%)")
+        ax.set_title(f"{name}: by instruction type (count)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, f"{name}_by_instruction.png"), dpi=110)
+        plt.close(fig)
+        lines += [f"## {name}: instruction following", "",
+                  "| | strict | loose |", "| --- | --- | --- |"] + \
+                 [f"| {lvl}-level | {100 * s[f'ifeval/{lvl}_strict']:.1f}% ± {100 * s[f'ifeval/{lvl}_strict_se']:.1f} | "
+                  f"{100 * s[f'ifeval/{lvl}_loose']:.1f}% ± {100 * s[f'ifeval/{lvl}_loose_se']:.1f} |"
+                  for lvl in ("prompt", "instruction")] + ["", f"![by instruction]({name}_by_instruction.png)", ""]
     # reward parts
     parts = sorted({k for s in summary.values() for k in s if k.startswith("reward/") and not k.endswith("_se")})
     if parts:
@@ -222,14 +270,15 @@ def headline_table(summary: dict[str, dict[str, Any]], markdown: bool = False) -
     cols = ["n_tasks", "pass@1"] + sorted({k for s in summary.values() for k in s if k.startswith("pass@")
                                            and not k.endswith("_se") and k != "pass@1"}, key=lambda k: int(k[5:]))
     cols += [c for c in ("maj@" + str(max([int(k[5:]) for k in cols if k.startswith("pass@")] or [1])), "mean_reward",
-                         "format_compliance", "count/no_answer", "count/timeout", "count/error")
+                         "format_compliance", "ifeval/prompt_strict", "ifeval/prompt_loose", "ifeval/instruction_strict",
+                         "ifeval/instruction_loose", "count/no_answer", "count/timeout", "count/error")
              if any(c in s for s in summary.values())]
 
     def cell(s: dict[str, Any], c: str) -> str:
         if c not in s:
             return "-"
         v = s[c]
-        if c.startswith(("pass@", "maj@")) or c in ("format_compliance",):
+        if c.startswith(("pass@", "maj@", "ifeval/")) or c in ("format_compliance",):
             se = s.get(c + "_se")
             return f"{100 * v:.1f}%" + (f" ± {100 * se:.1f}" if se is not None else "")
         if c == "mean_reward":
@@ -251,11 +300,7 @@ def compare_runs(a: str, b: str, out_dir: str) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     sa, sb = (json.load(open(os.path.join(d, "summary.json"))) for d in (a, b))
-    deltas: dict[str, dict[str, float]] = {}
-    for name in sorted(set(sa) & set(sb)):
-        keys = [k for k in sa[name] if isinstance(sa[name][k], (int, float)) and k in sb[name] and not k.endswith("_se")
-                and (k.startswith(("pass@", "maj@", "reward/")) or k in ("mean_reward", "format_compliance"))]
-        deltas[name] = {k: sb[name][k] - sa[name][k] for k in keys}
+    deltas, ses = tax_deltas(sa, sb)
     if not deltas:
         raise cfglib.ConfigError(f"compare: {a} and {b} share no environment")
     os.makedirs(out_dir, exist_ok=True)
@@ -263,10 +308,11 @@ def compare_runs(a: str, b: str, out_dir: str) -> dict[str, Any]:
     fig, ax = plt.subplots(figsize=(max(6, len(keys) * 0.8), 4))
     width = 0.8 / len(deltas)
     for j, (name, d) in enumerate(deltas.items()):
-        ax.bar([i + j * width for i in range(len(keys))], [100 * d.get(k, 0) for k in keys], width, label=name)
+        ax.bar([i + j * width for i in range(len(keys))], [100 * d.get(k, 0) for k in keys], width,
+               yerr=[196 * ses[name].get(k, 0) for k in keys], capsize=3, label=name)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks([i + (len(deltas) - 1) * width / 2 for i in range(len(keys))], keys, rotation=30, ha="right")
-    ax.set_ylabel("B - A (percentage points)")
+    ax.set_ylabel("B - A (percentage points, ± 95% CI)")
     ax.set_title(f"B = {os.path.basename(b.rstrip('/'))} vs A = {os.path.basename(a.rstrip('/'))}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
@@ -274,16 +320,36 @@ def compare_runs(a: str, b: str, out_dir: str) -> dict[str, Any]:
     fig.savefig(os.path.join(out_dir, "compare.png"), dpi=110)
     plt.close(fig)
     with open(os.path.join(out_dir, "compare.json"), "w") as f:
-        json.dump({"a": a, "b": b, "deltas": deltas}, f, indent=2)
-    lines = [f"# {b} vs {a}", "", "| env | metric | A | B | B - A |", "| --- | --- | --- | --- | --- |"]
+        json.dump({"a": a, "b": b, "deltas": deltas, "se": ses}, f, indent=2)
+    lines = [f"# {b} vs {a}", "", "Deltas B - A with their standard error (independent samples); * marks a change "
+             "larger than 1.96 standard errors (significant at about 5%).", "",
+             "| env | metric | A | B | B - A | |", "| --- | --- | --- | --- | --- | --- |"]
     for name, d in deltas.items():
         for k, v in d.items():
-            lines.append(f"| {name} | {k} | {sa[name][k]:.3f} | {sb[name][k]:.3f} | {v:+.3f} |")
+            se = ses[name][k]
+            sig = "*" if se > 0 and abs(v) > 1.96 * se else ("*" if se == 0 and v != 0 else "")
+            lines.append(f"| {name} | {k} | {sa[name][k]:.3f} | {sb[name][k]:.3f} | {v:+.3f} ± {se:.3f} | {sig} |")
     lines += ["", "![deltas](compare.png)"]
     with open(os.path.join(out_dir, "compare.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines[:-2]))
     return deltas
+
+
+TAX_KEYS = ("pass@", "maj@", "reward/", "ifeval/")
+
+
+def tax_deltas(sa: dict[str, Any], sb: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per environment shared by two evaluation summaries: B - A of every headline metric, and its
+    standard error sqrt(se_A^2 + se_B^2)."""
+    deltas: dict[str, dict[str, float]] = {}
+    ses: dict[str, dict[str, float]] = {}
+    for name in sorted(set(sa) & set(sb)):
+        keys = [k for k in sa[name] if isinstance(sa[name][k], (int, float)) and k in sb[name] and not k.endswith("_se")
+                and (k.startswith(TAX_KEYS) or k in ("mean_reward", "format_compliance"))]
+        deltas[name] = {k: sb[name][k] - sa[name][k] for k in keys}
+        ses[name] = {k: (sa[name].get(k + "_se", 0.0) ** 2 + sb[name].get(k + "_se", 0.0) ** 2) ** 0.5 for k in keys}
+    return deltas, ses
 
 
 # ----------------------------------------------------------------------------- main
@@ -337,7 +403,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return summary
 
 
-def generate(cfg: EvalConfig, env_objs: dict[str, Any], rows: list[dict[str, Any]], samples_path: str) -> list[dict[str, Any]]:
+def suite(engine: Any, env_spec: str, env_kwargs: dict[str, Any], out_dir: str, tasks: int, max_new_tokens: int,
+          model_label: str = "") -> dict[str, Any]:
+    """Evaluate an engine already in memory (greedy) on ``env_spec`` (``[math,gsm8k,ifeval]``) into ``out_dir``:
+    the same samples, summary and report as the command. Used by the training modules' ``tax_envs``."""
+    cfg = EvalConfig(env=env_spec, env_kwargs=dict(env_kwargs), tasks=tasks, max_new_tokens=max_new_tokens, out=out_dir)
+    cfg.policy = dataclasses.replace(cfg.policy, model=model_label or "in-memory model")
+    names = env_names(cfg.env)
+    os.makedirs(out_dir, exist_ok=True)
+    env_objs = {name: envs.make(name, **env_options(name, cfg.env_kwargs, names)) for name in names}
+    rows = generate(cfg, env_objs, _load_rows(os.path.join(out_dir, "samples.jsonl")),
+                    os.path.join(out_dir, "samples.jsonl"), engine=engine)
+    summary = {name: summarize([r for r in rows if r["env"] == name], cfg.n) for name in names}
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    write_report(out_dir, summary, rows, cfg)
+    return summary
+
+
+def generate(cfg: EvalConfig, env_objs: dict[str, Any], rows: list[dict[str, Any]], samples_path: str,
+             engine: Any = None) -> list[dict[str, Any]]:
     from policies import load
 
     done = collections.Counter((r["env"], r["task_id"]) for r in rows)
@@ -354,7 +439,8 @@ def generate(cfg: EvalConfig, env_objs: dict[str, Any], rows: list[dict[str, Any
     if not todo:
         print(f"all {len(complete)} tasks already evaluated in {samples_path}", file=sys.stderr)
         return rows
-    engine, _, _ = load(cfg.policy)
+    if engine is None:
+        engine, _, _ = load(cfg.policy)
     greedy = cfg.temperature == 0
     params = SamplingParams(n=1 if greedy else cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
                             max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
