@@ -164,3 +164,63 @@ def test_training_split_never_overlaps_the_test_prompts(env):
     v = env.unwrapped.rubric.parts[0].verifier
     assert all(r.correct for r in v.verify_batch([env.unwrapped.gold_completion(t) for t in train[:500]],
                                                  [t.reference for t in train[:500]]))
+
+
+def test_instruction_metrics_on_hand_built_rows():
+    from algos.evaluate import instruction_metrics
+
+    def row(strict, loose, ids):
+        return {"details": {"instructions": ids, "strict": strict, "loose": loose}}
+    a, b = "punctuation:no_comma", "startend:quotation"
+    rows = [row([True, True], [True, True], [a, b]), row([True, False], [True, True], [a, b]),
+            row([False], [False], [a]), row([False, False], [True, False], [b, a])]
+    m = instruction_metrics(rows)
+    assert m["ifeval/prompt_strict"] == pytest.approx(1 / 4) and m["ifeval/prompt_loose"] == pytest.approx(2 / 4)
+    assert m["ifeval/instruction_strict"] == pytest.approx(3 / 7) and m["ifeval/instruction_loose"] == pytest.approx(5 / 7)
+    assert m["by_instruction"][a] == {"strict": pytest.approx(2 / 4), "loose": pytest.approx(2 / 4), "n": 4}
+    assert m["by_instruction"][b] == {"strict": pytest.approx(1 / 3), "loose": pytest.approx(1.0), "n": 3}
+    assert m["ifeval/prompt_strict_se"] > 0
+
+
+def test_evaluate_ifeval_end_to_end_writes_the_four_numbers(tmp_path, ifeval_path):
+    from algos import evaluate
+
+    s = evaluate.main(["env=ifeval", f"env.path={ifeval_path}", "policy.model=tiny-sft", "tasks=12",
+                       "max_new_tokens=16", f"out={tmp_path}"])
+    for k in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"):
+        assert 0.0 <= s["ifeval"][f"ifeval/{k}"] <= 1.0
+    report = (tmp_path / "report.md").read_text()
+    assert "instruction following" in report and (tmp_path / "ifeval_by_instruction.png").exists()
+
+
+def test_tax_suite_in_a_training_run(tmp_path, ifeval_path):
+    import json
+
+    from algos import grpo
+
+    out = tmp_path / "g"
+    s = grpo.main(["env=math", "steps=1", "prompts_per_step=4", "group_size=4", "heldout_size=8", "max_new_tokens=32",
+                   "lr=1e-2", "tax_envs=[math,ifeval]", f"tax_options={{ifeval.path: {ifeval_path}}}", "tax_tasks=8",
+                   f"out={out}"])
+    tax = s["alignment_tax"]
+    assert set(tax["deltas"]) == {"math", "ifeval"} and "ifeval/prompt_strict" in tax["deltas"]["ifeval"]
+    before = json.load(open(out / "tax-before" / "summary.json"))
+    after = json.load(open(out / "tax-after" / "summary.json"))
+    assert tax["deltas"]["math"]["pass@1"] == pytest.approx(after["math"]["pass@1"] - before["math"]["pass@1"])
+    assert (out / "tax" / "compare.png").exists() and "B - A" in (out / "tax" / "compare.md").read_text()
+
+
+def test_compare_marks_significant_changes(tmp_path):
+    import json
+
+    from algos import evaluate
+
+    for name, p, se in (("a", 0.2, 0.02), ("b", 0.5, 0.02)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"math": {"pass@1": p, "pass@1_se": se,
+                                                                           "mean_reward": 0.5, "mean_reward_se": 0.1}}))
+    d = evaluate.main([f"compare={tmp_path / 'a'},{tmp_path / 'b'}", f"out={tmp_path / 'c'}"])
+    assert d["math"]["pass@1"] == pytest.approx(0.3)
+    md = (tmp_path / "c" / "compare.md").read_text()
+    assert "| math | pass@1 | 0.200 | 0.500 | +0.300 ± 0.028 | * |" in md
+    assert "| math | mean_reward | 0.500 | 0.500 | +0.000 ± 0.141 |  |" in md
