@@ -95,11 +95,13 @@ class Examples:
 
     def __init__(self, cfg: SFTConfig, env: Any, tokenizer: Any):
         self.env, self.tok, self.eos = env, tokenizer, tokenizer.eos_token_id
+        self.offset = cfg.seed * 1_000_003  # the seed picks which examples come in which order (0: from the first)
         self.rows = None
         if cfg.data:
             self.rows = load_sft_rows(cfg.data)
 
     def get(self, index: int) -> tuple[list[int], list[int]]:
+        index += self.offset
         if self.rows is not None:
             prompt, response = self.rows[index % len(self.rows)]
         else:
