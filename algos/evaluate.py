@@ -115,7 +115,7 @@ def summarize(rows: list[dict[str, Any]], n: int) -> dict[str, Any]:
     for part in flat[0].get("parts", {}):
         out[f"reward/{part}"], out[f"reward/{part}_se"] = mean_se([sum(r["parts"][part] for r in t[:n]) / n for t in tasks])
     if "format" in flat[0].get("parts", {}):
-        out["format_compliance"] = out["reward/format"]
+        out["format_compliance"], out["format_compliance_se"] = out["reward/format"], out["reward/format_se"]
     for s in ("correct", "wrong", "no_answer", "timeout", "error"):
         out[f"count/{s}"] = sum(r["status"] == s for r in flat)
     out["mean_tokens"] = sum(r.get("tokens", 0) for r in flat) / len(flat)
