@@ -13,13 +13,17 @@ from envs import EnvCheckError, MathEnv, ProceduralMath, Task, UnknownEnvError, 
 from verifiers import Status
 
 # every registered environment, with the options it needs offline
-ENV_KWARGS = {"rlvr/Math-v0": {}, "rlvr/GSM8K-v0": "gsm8k", "rlvr/HumanEval-v0": "humaneval"}
+ENV_KWARGS = {"rlvr/Math-v0": {}, "rlvr/GSM8K-v0": "gsm8k", "rlvr/HumanEval-v0": "humaneval", "rlvr/IFEval-v0": "ifeval"}
 
 
 def _kwargs(env_id, gsm8k_path):
     kw = ENV_KWARGS[env_id]
     if kw == "humaneval":  # the sandbox image CI builds
         return {"image": os.environ.get("RLVR_SANDBOX_IMAGE", "rlvr-sandbox:latest"), "workers": 2}
+    if kw == "ifeval":
+        from tests.conftest import IFEVAL
+
+        return {"path": IFEVAL}
     return {"path": gsm8k_path} if kw == "gsm8k" else dict(kw)
 
 
