@@ -44,3 +44,24 @@ def test_sft_on_a_dataset_file(tmp_path):
     bad.write_text(json.dumps({"x": 1}))
     with pytest.raises(ConfigError, match="prompt"):
         sft.main(["policy.model=tiny", f"data={bad}", "steps=1", f"out={tmp_path / 'b'}"])
+
+
+def test_recipe_runs_stages_from_the_previous_checkpoint(tmp_path):
+    import yaml
+
+    from algos import recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "stages": [
+        {"algo": "sft", "args": {"policy.model": "tiny", "env": "math", "steps": 2, "batch_size": 4, "heldout_size": 4,
+                                 "max_new_tokens": 16}},
+        {"algo": "grpo", "args": {"env": "math", "steps": 1, "prompts_per_step": 2, "group_size": 2,
+                                  "heldout_size": 4, "max_new_tokens": 16}}]}))
+    rep = recipe.run(str(path), ["seed=3", f"out={tmp_path / 'out'}"])
+    first, second = rep["stages"]
+    assert f"policy.model={first['summary']['checkpoint']}" in second["argv"] and "seed=3" in second["argv"]
+    assert json.load(open(tmp_path / "out" / "recipe.json"))["checkpoint"] == second["summary"]["checkpoint"]
+    with pytest.raises(ConfigError, match="stages"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("name: x\n")
+        recipe.run(str(bad), [])
