@@ -1,6 +1,7 @@
 """GRPO steps through TRL's GRPOTrainer and through algos.grpo, same model, tasks, reward, sizes.
 
     python bench/grpo_vs_trl.py [--steps 10] [--prompts 16] [--group 8] [--max-new-tokens 96]
+    python bench/grpo_vs_trl.py --model smollm2-135m --difficulty 1 --steps 3 --prompts 4 --group 4 --lr 1e-6
 
 Both start from the shipped cold-start checkpoint (tiny-sft), train on the same procedural math
 tasks (difficulty 3, train split, in the same order), with the same reward (the environment's
@@ -45,7 +46,7 @@ def run_trl(args, env) -> tuple[list[float], list[float], object, object]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [r.reward for r in base.rubric.score(texts, answer)]
 
-    _, model, tok = load(PolicyConfig(model="tiny-sft"))
+    _, model, tok = load(PolicyConfig(model=args.model))
     times: list[float] = []
     rewards: list[float] = []
 
@@ -85,12 +86,15 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--heldout", type=int, default=200)
+    ap.add_argument("--model", default="tiny-sft", help="any policy.model (smollm2-135m: the real model)")
+    ap.add_argument("--difficulty", type=int, default=3, help="procedural math difficulty (1-5)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    env = envs.make("math")
+    env = envs.make("math", difficulty=args.difficulty)
 
     with tempfile.TemporaryDirectory() as d:
-        s = grpo.main([f"steps={args.steps}", f"prompts_per_step={args.prompts}", f"group_size={args.group}",
+        s = grpo.main([f"policy.model={args.model}", f"env.difficulty={args.difficulty}", f"steps={args.steps}",
+                       f"prompts_per_step={args.prompts}", f"group_size={args.group}",
                        f"max_new_tokens={args.max_new_tokens}", f"lr={args.lr}", "warmup_steps=0",
                        f"temperature={args.temperature}", f"heldout_size={args.heldout}", f"out={d}", "samples_every=0",
                        "save_every=0"])
@@ -103,7 +107,7 @@ def main() -> None:
 
     n = args.prompts * args.group
     mo, mt = statistics.median(ours_t), statistics.median(trl_t)
-    print(f"\nsame model (tiny-sft), tasks (math, difficulty 3), reward, {args.prompts} prompts x {args.group} completions, "
+    print(f"\nsame model ({args.model}), tasks (math, difficulty {args.difficulty}), reward, {args.prompts} prompts x {args.group} completions, "
           f"max {args.max_new_tokens} new tokens, {args.steps} steps, lr {args.lr}, temperature {args.temperature}")
     print(f"  {'':22s} {'median step s':>14s} {'completions/s':>14s}")
     print(f"  {'algos.grpo':22s} {mo:14.2f} {n / mo:14.1f}")
