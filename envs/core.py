@@ -8,8 +8,10 @@ Environments know nothing of models, chat templates or algorithms, and import no
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import random
 from typing import Any, Literal, Sequence, Union
 
@@ -223,3 +225,15 @@ class TextEnv(gymnasium.Env):
         action, result = self._last
         return f"completion: {action}\nreward: {result.reward:.3f} {result.parts}"
 
+
+@contextlib.contextmanager
+def quiet_hub():
+    """Silence huggingface_hub's retry warnings while a dataset loads: when the hub is out of reach
+    the caller says so in one line (naming env.path=), not after five "Retrying in 8s" lines."""
+    log = logging.getLogger("huggingface_hub")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

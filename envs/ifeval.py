@@ -22,7 +22,7 @@ import os
 import re
 from typing import Any
 
-from envs.core import EnvError, Task, TaskSource, TextEnv, content_split, item_rng
+from envs.core import EnvError, Task, TaskSource, TextEnv, content_split, item_rng, quiet_hub
 from verifiers import ifeval as ifv
 from verifiers.format import FormatVerifier
 from verifiers.rewards import Rubric
@@ -298,7 +298,8 @@ def read_ifeval(path: str) -> list[dict[str, Any]]:
         try:
             import datasets
 
-            rows = list(datasets.load_dataset(path, split="train"))
+            with quiet_hub():
+                rows = list(datasets.load_dataset(path, split="train"))
         except Exception as e:  # noqa: BLE001 - no hub, no such dataset: one clear line
             raise EnvError(f"cannot load IFEval from {path!r} ({type(e).__name__}): give a local copy with "
                            f"env.path=DIR_OR_FILE (e.g. env.path=../shared/data/ifeval)") from None

@@ -13,12 +13,11 @@ a row.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from typing import Any
 
-from envs.core import FORMAT_INSTRUCTION, SPLITS, EnvError, Task, TaskSource, TextEnv
+from envs.core import FORMAT_INSTRUCTION, SPLITS, EnvError, Task, TaskSource, TextEnv, quiet_hub
 from envs.math_procedural import math_rubric
 from verifiers.math import _last_braced
 
@@ -51,18 +50,14 @@ def _load(path: str, name: str | None, split: str):
         if builder is None:
             raise EnvError(f"cannot read {path!r}: use a .jsonl, .json, .parquet or .csv file, or a folder")
         return datasets.load_dataset(builder, data_files={split: path}, split=split)
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)  # no "Retrying in 8s" lines: one clear error if the hub is out of reach
     try:
-        d = datasets.load_dataset(path, name) if name else datasets.load_dataset(path)
+        with quiet_hub():
+            d = datasets.load_dataset(path, name) if name else datasets.load_dataset(path)
     except FileNotFoundError as e:
         raise EnvError(f"dataset {path!r} not found: give a local folder/file or a hub name ({e})") from e
     except (ConnectionError, OSError) as e:  # no hub here (requests' ConnectionError is an OSError too)
         raise EnvError(f"cannot load {path!r} from the Hugging Face hub ({type(e).__name__}): give a local copy "
                        f"with env.path=DIR_OR_FILE (e.g. env.path=../shared/data/gsm8k)") from None
-    finally:
-        hub_log.setLevel(level)
     if split not in d:
         raise EnvError(f"dataset {path!r} has splits {list(d)}, not {split!r}; set env.train_split / env.heldout_split")
     return d[split]
