@@ -269,3 +269,16 @@ def test_readme_custom_env_example(tmp_path, monkeypatch):
     res = env.unwrapped.score_batch([f"<think>x</think><answer>{task.reference}</answer>", "<answer>no</answer>"],
                                     [task, task])
     assert [r.parts["correct"] for r in res] == [1.0, 0.0]
+
+
+def test_no_hub_is_one_clear_error_naming_env_path(monkeypatch):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("no route to the hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(envs.EnvError, match=r"env\.path=.*shared/data/gsm8k"):
+        envs.make("gsm8k")
+    with pytest.raises(envs.EnvError, match=r"env\.path=.*shared/data/ifeval"):
+        envs.make("ifeval")
