@@ -279,6 +279,6 @@ def test_no_hub_is_one_clear_error_naming_env_path(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(envs.EnvError, match=r"env\.path=.*shared/data/gsm8k"):
-        envs.make("gsm8k")
+        envs.make("gsm8k").unwrapped.tasks(1, "train")  # the dataset loads on first use
     with pytest.raises(envs.EnvError, match=r"env\.path=.*shared/data/ifeval"):
         envs.make("ifeval")
