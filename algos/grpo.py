@@ -35,7 +35,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import sys
 import time
 from typing import Any, ClassVar, Literal
 
@@ -43,11 +42,10 @@ import torch
 from tqdm import tqdm
 
 from algos import losses
-from algos.common import (RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics, run_main,
-                          sample_and_score, set_lr, start, update, warmup)
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
+                          run_main, sample_and_score, save_on_interrupt, set_lr, start, update, warmup)
 from policies import SamplingParams
 from policies.hf import collate, token_logprobs
-from verifiers.code import SandboxDown
 
 
 @dataclasses.dataclass
@@ -132,9 +130,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     position = s.state.get("position", 0)
     acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
-    done, done_position, pending = s.step, position, None  # the last finished step, its data position, its metrics
+    progress = Progress(s.step, {"position": position, "heldout_accuracy_before": acc_before,
+                                 "wall_seconds": s.state.get("wall_seconds", 0.0)})
     bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="grpo", dynamic_ncols=True)
-    try:
+    with save_on_interrupt(s, progress, lambda st, state: run.save_checkpoint(st, model, tok, opt, state)):
         for step in bar:
             t0 = time.time()
             # -------------------------------------------------------------- rollout
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 metrics["rollout/resample_rounds"] = rounds
             if not groups:  # nothing to learn from this step
                 run.log(step + 1, metrics)
-                done, done_position, pending = step + 1, position, None
+                progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
                 continue
             batch_rollouts = [r for ro, _ in groups for r in ro]
             batch_rewards_t = torch.stack([r for _, r in groups])
@@ -212,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     stats["policy/entropy"].append(losses.masked_mean(entropy.detach(), mask[sl]).item())
                     stats["policy/clip_frac"].append(losses.masked_mean(clipped, mask[sl]).item())
                     stats["train/grad_norm"].append(gn)
-            done, done_position, pending = step + 1, position, metrics  # the weights are now those of step + 1
+            progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}, metrics)  # the weights are now those of step + 1
             if hasattr(engine, "update_weights"):  # vLLM holds its own copy of the weights
                 engine.update_weights(model)
             # -------------------------------------------------------------- log
@@ -235,16 +234,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             state = {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 run.save_checkpoint(step + 1, model, tok, opt, state)
-    except (KeyboardInterrupt, SandboxDown) as e:
-        bar.close()  # a step whose update had not finished is dropped: save the last finished one
-        if pending is not None and run.last_step < done:
-            run.log(done, pending)
-        path = run.save_checkpoint(done, model, tok, opt, {"position": done_position,
-                                                           "heldout_accuracy_before": acc_before,
-                                                           "wall_seconds": time.time() - t_start})
-        why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
-        print(f"\n{why}: saved {path}; continue with: python -m algos.grpo resume={run.dir}", file=sys.stderr)
-        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 3)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
     return finish(s, cfg.steps, opt, {"position": position}, acc_before, t_start,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from typing import Any, ClassVar
 
@@ -29,7 +28,7 @@ from tqdm import tqdm
 import envs
 from algos import config as cfglib
 from algos.heldout import heldout_eval
-from algos.common import adamw, run_main, set_lr, start, update
+from algos.common import Progress, adamw, run_main, save_on_interrupt, set_lr, start, update
 from policies import PolicyConfig
 from policies.hf import collate, encode_prompt, token_logprobs
 
@@ -161,9 +160,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.time()
     loss_val = float("nan")
     step = start_step
-    done, done_position, pending = start_step, position, None  # the last finished step, its data position, its metrics
+    progress = Progress(start_step, {"position": position})
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="sft", dynamic_ncols=True)
-    try:
+    with save_on_interrupt(s, progress, lambda st, state: run.save_checkpoint(st, model, tok, opt, state)):
         for step in bar:
             # ---------------------------------------------------------------- batch
             pairs = [data.get(position + i) for i in range(cfg.batch_size)]
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             loss_val = loss.item()
             metrics = {"loss/sft": loss_val, "train/grad_norm": gnorm, "train/lr": opt.param_groups[0]["lr"],
                        "perf/tokens": int(batch.completion_mask.sum().item())}
-            done, done_position, pending = step + 1, position, metrics  # the weights are now those of step + 1
+            progress.finished(step + 1, {"position": position}, metrics)  # the weights are now those of step + 1
             if eval_env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 ev = heldout_eval(engine, eval_env, cfg.heldout_size, cfg.max_new_tokens)
                 metrics["eval/accuracy"] = ev["accuracy"]
@@ -188,13 +187,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 run.save_checkpoint(step + 1, model, tok, opt, {"position": position})
         step = cfg.steps
-    except KeyboardInterrupt:
-        bar.close()  # a step whose update had not finished is dropped: save the last finished one
-        if pending is not None and run.last_step < done:
-            run.log(done, pending)
-        path = run.save_checkpoint(done, model, tok, opt, {"position": done_position})
-        print(f"\ninterrupted: saved {path}; continue with: python -m algos.sft resume={run.dir}", file=sys.stderr)
-        raise SystemExit(130)
     bar.close()
     wall = time.time() - t0
     # ---------------------------------------------------------------- final eval and save
