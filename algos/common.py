@@ -10,14 +10,17 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
+from tqdm import tqdm
+
 import envs
 from algos import config as cfglib
+from algos import dist
 from algos.heldout import heldout_eval
-from algos.runs import Run, load_trainer_state, seed_everything, set_rng_state
+from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
 from verifiers.code import SandboxDown, raise_if_sandbox_down
 
@@ -54,6 +57,12 @@ class RunConfig:
     """held-out tasks per environment of the tax suite"""
     tax_options: dict = dataclasses.field(default_factory=dict)
     """options of the tax suite's environments, as algos.evaluate's env.NAME.KEY (e.g. {gsm8k.path: ../shared/data/gsm8k})"""
+    parallel: Literal["auto", "ddp", "fsdp"] = "auto"
+    """under torchrun: ddp (replicated weights, gradients summed over ranks; auto picks it) or fsdp (weights sharded per decoder layer)"""
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """under torchrun: process-group backend; auto is nccl on GPUs, gloo on CPUs"""
+    dist_timeout: float = 1800.0
+    """under torchrun: seconds any collective may wait for the other ranks before every rank stops with an error"""
 
 
 @dataclasses.dataclass
@@ -67,6 +76,8 @@ class Setup:
     step: int = 0
     state: dict = dataclasses.field(default_factory=dict)
     optimizer_state: Any = None
+    world: dist.World = dataclasses.field(default_factory=dist.World)
+    synced: int = 0  # the engine has the weights of this many optimizer steps (dist.World.updates)
 
 
 def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
@@ -82,33 +93,64 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
         with open(path) as f:
             saved = cfglib.from_dict(cfg_cls, yaml.safe_load(f))
         saved.resume, cfg = cfg.resume, saved
-    torch.set_num_threads(os.cpu_count() or 1)
-    seed_everything(cfg.seed)
+    w = dist.init(cfg.parallel, cfg.dist_backend, cfg.dist_timeout, cfg.policy.device)
+    if w.distributed and cfg.policy.device == "auto" and w.device.type == "cuda":
+        cfg.policy.device = str(w.device)  # each rank on its own GPU
+    elif w.distributed and cfg.policy.device == "auto":
+        cfg.policy.device = "cpu"
+    torch.set_num_threads(dist.threads_per_rank())
+    seed_everything(cfg.seed + 1_000_003 * w.rank)  # ranks draw different random numbers
     # SFT on a plain dataset needs no environment; preference training keeps it for evaluation
     data_only = getattr(cfg, "data", None) and getattr(cfg_cls, "data_replaces_env", False)
     env = envs.make(cfg.env, **cfg.env_kwargs) if cfg.env and not data_only else None
-    run = Run(algo, envs.canonical_name(cfg.env) if env is not None else "data", cfg, out=cfg.out, resume=cfg.resume,
-              wandb=cfg.wandb)
-    setup = Setup(cfg, env, None, None, None, run)
+    label = envs.canonical_name(cfg.env) if env is not None else "data"
+    out = cfg.out if cfg.resume or not w.distributed else w.broadcast(cfg.out or default_run_dir(algo, label))
+    run = Run(algo, label, cfg, out=out, resume=cfg.resume, wandb=cfg.wandb, writer=w.is_main)
+    setup = Setup(cfg, env, None, None, None, run, world=w)
     ckpt = run.latest_checkpoint() if cfg.resume else None
     policy_cfg = dataclasses.replace(cfg.policy, model=ckpt) if ckpt else cfg.policy
+    if cfg.policy.engine == "vllm" and w.distributed and w.parallel == "fsdp":
+        raise cfglib.ConfigError("parallel=fsdp with policy.engine=vllm is not supported yet; use parallel=ddp")
     setup.engine, setup.model, setup.tokenizer = load(policy_cfg)
     if setup.model is None:
         raise cfglib.ConfigError(f"policy.engine={cfg.policy.engine} cannot be trained; use policy.engine=transformers or vllm")
+    setup.model = dist.prepare(setup.model, w)  # the engine keeps the unsharded model
     if ckpt:
         st = load_trainer_state(ckpt)
         setup.step, setup.state, setup.optimizer_state = st["step"], st["state"], st["optimizer"]
-        set_rng_state(st["rng"])
+        per_rank = st.get("rng_per_rank")
+        set_rng_state(per_rank[w.rank] if per_rank and w.rank < len(per_rank) else st["rng"])
         run.truncate_after(setup.step)
-        print(f"resumed from {ckpt} at step {setup.step}", file=sys.stderr)
+        say(f"resumed from {ckpt} at step {setup.step}")
     return setup
+
+
+def say(msg: str) -> None:
+    """A line on stderr, from rank 0 only under torchrun."""
+    if dist.world().is_main:
+        print(msg, file=sys.stderr)
+
+
+def progress_bar(it: Any, **kw: Any) -> tqdm:
+    """tqdm on rank 0 (the others stay quiet)."""
+    return tqdm(it, disable=not dist.world().is_main, dynamic_ncols=True, **kw)
+
+
+def sync_engine(s: Setup) -> None:
+    """After an update: the generation engine gets the new weights (vLLM's own copy; the full copy under fsdp)."""
+    if s.synced == s.world.updates:
+        return
+    model = dist.full_model(s.model, s.world)
+    if hasattr(s.engine, "update_weights"):  # vLLM holds its own copy of the weights
+        s.engine.update_weights(model)
+    s.synced = s.world.updates
 
 
 def adamw(s: Setup, module: Any, lr: float, weight_decay: float = 0.0, beta2: float = 0.99) -> torch.optim.AdamW:
     """AdamW over the module's parameters, with the optimizer state restored when resuming."""
     opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, beta2))
     if s.optimizer_state is not None:
-        opt.load_state_dict(s.optimizer_state)
+        dist.load_optimizer_state(module, opt, s.optimizer_state)
     return opt
 
 
@@ -122,14 +164,40 @@ def warmup(lr: float, step: int, warmup_steps: int) -> float:
     return lr * min(1.0, (step + 1) / max(1, warmup_steps))
 
 
-def update(opt: torch.optim.Optimizer, module: Any, loss: torch.Tensor, grad_clip: float) -> float:
+def update(opt: torch.optim.Optimizer, module: Any, loss: torch.Tensor | None, grad_clip: float) -> float:
     """One optimizer step on ``loss``: zero grads, backward, clip the norm (0: off), step.
-    Returns the gradient norm before clipping."""
+    Returns the gradient norm before clipping.
+
+    Under torchrun every rank calls it for every step: ``loss`` is this rank's share, normalised
+    by the whole step's count, and gradients are summed over ranks (``None``: this rank has no
+    rows this time and contributes zeros)."""
+    w = dist.world()
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if loss is None:
+        loss = w.empty_loss(module)
+    if loss is not None:
+        loss.backward()
+    w.reduce_grads(module)
     norm = torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip if grad_clip > 0 else 1e9)
     opt.step()
+    w.updates += 1
+    if hasattr(norm, "full_tensor"):  # a DTensor under fsdp
+        norm = norm.full_tensor()
     return norm.item()
+
+
+def reduce_stats(stats: dict[str, float], n: float) -> dict[str, float]:
+    """Means over this rank's ``n`` rows -> means over every rank's rows (identity in one process)."""
+    w = dist.world()
+    if not w.distributed:
+        return stats
+    parts = w.gather([(stats, float(n))])  # a rank without rows has no stats: gather, not a keyed all-reduce
+    keys = sorted({k for st, _ in parts for k in st})
+    out = {}
+    for k in keys:
+        have = [(st[k], m) for st, m in parts if k in st and m > 0]
+        out[k] = sum(v * m for v, m in have) / max(sum(m for _, m in have), 1.0)
+    return out
 
 
 def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: SamplingParams) -> tuple[list[Rollout], list[Any], list[Any]]:
@@ -146,17 +214,23 @@ def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: Sampli
 
 
 def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout]) -> dict[str, float]:
-    """Means of the reward and each part, the accuracy, verdict-status shares, lengths."""
-    n = max(len(results), 1)
-    m: dict[str, float] = {"reward/mean": sum(r.reward for r in results) / n}
-    for part in results[0].parts if results else {}:
-        m[f"reward/{part}"] = sum(r.parts[part] for r in results) / n
-    statuses = collections.Counter(r.status.value for r in results if r.status is not None)
+    """Means of the reward and each part, the accuracy, verdict-status shares, lengths: over every
+    rank's rollouts under torchrun (every rank calls it)."""
+    rows = [(r.reward, dict(r.parts), r.status.value if r.status is not None else None) for r in results]
+    lens = [(len(r.completion_ids), bool(r.truncated)) for r in rollouts]
+    w = dist.world()
+    if w.distributed:
+        rows, lens = (w.gather(x) for x in (rows, lens))
+    n = max(len(rows), 1)
+    m: dict[str, float] = {"reward/mean": sum(r for r, _, _ in rows) / n}
+    for part in rows[0][1] if rows else {}:
+        m[f"reward/{part}"] = sum(p[part] for _, p, _ in rows) / n
+    statuses = collections.Counter(st for _, _, st in rows if st is not None)
     for s in ("correct", "wrong", "no_answer", "timeout", "error"):
         m[f"verdict/{s}"] = statuses.get(s, 0) / n
     m["train/accuracy"] = m["verdict/correct"]
-    m["rollout/length"] = sum(len(r.completion_ids) for r in rollouts) / max(len(rollouts), 1)
-    m["rollout/truncated"] = sum(r.truncated for r in rollouts) / max(len(rollouts), 1)
+    m["rollout/length"] = sum(k for k, _ in lens) / max(len(lens), 1)
+    m["rollout/truncated"] = sum(t for _, t in lens) / max(len(lens), 1)
     return m
 
 
@@ -164,8 +238,10 @@ def run_main(main: Callable[[list[str] | None], Any]) -> None:
     """Entry point: a bad config, env or model is a one-line error and exit code 2, not a traceback."""
     try:
         main(None)
-    except (cfglib.ConfigError, envs.EnvError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        dist.world().close()
+    except (cfglib.ConfigError, envs.EnvError, FileNotFoundError, ImportError, dist.DistError) as e:
+        if dist.world().is_main or not isinstance(e, cfglib.ConfigError):  # every rank sees the same bad config
+            print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     except SandboxDown as e:
         print(f"error: the sandbox is down: {e}. Start the Docker daemon and run the same command again "
@@ -178,7 +254,8 @@ def eval_metrics(ev: dict[str, float]) -> dict[str, float]:
 
 
 def evaluate(s: Setup) -> dict[str, float]:
-    """Greedy accuracy and mean reward on the run's fixed held-out tasks."""
+    """Greedy accuracy and mean reward on the run's fixed held-out tasks (every rank calls it)."""
+    sync_engine(s)
     return heldout_eval(s.engine, s.env, s.cfg.heldout_size, s.cfg.max_new_tokens, seed=s.cfg.seed)
 
 
@@ -190,9 +267,9 @@ def heldout_before(s: Setup) -> float | None:
         ev = evaluate(s)
         acc = ev["accuracy"]
         s.run.log(0, eval_metrics(ev))
-        print(f"held-out accuracy before: {acc:.1%} ({s.cfg.heldout_size} tasks)", file=sys.stderr)
-    if getattr(s.cfg, "tax_envs", "") and not os.path.exists(os.path.join(s.run.dir, "tax-before", "summary.json")):
-        tax_suite(s, "before")
+        say(f"held-out accuracy before: {acc:.1%} ({s.cfg.heldout_size} tasks)")
+    if getattr(s.cfg, "tax_envs", "") and s.world.is_main and not os.path.exists(os.path.join(s.run.dir, "tax-before", "summary.json")):
+        tax_suite(s, "before")  # rank 0 alone (the engine needs no other rank)
     return acc
 
 
@@ -222,7 +299,9 @@ def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_befor
         summary.update({"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
                         "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size})
     summary.update({"wall_seconds": round(wall, 1), "checkpoint": path})
-    if getattr(cfg, "tax_envs", ""):  # the alignment tax: every suite metric after - before, with its error
+    if s.world.distributed:
+        summary.update({"world_size": s.world.size, "parallel": s.world.parallel})
+    if getattr(cfg, "tax_envs", "") and s.world.is_main:  # the alignment tax: every suite metric after - before, with its error
         from algos import evaluate as ev_mod
 
         tax_suite(s, "after")
@@ -234,6 +313,8 @@ def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_befor
     run.write_summary(summary)
     run.plot(plot, title)
     run.close()
+    if not s.world.is_main:
+        return summary
     if ev is not None:
         print(f"held-out accuracy: before {acc_before:.1%} -> after {ev['accuracy']:.1%} "
               f"({cfg.heldout_size} tasks, {wall:.0f}s); run folder {run.dir}")
@@ -266,6 +347,14 @@ def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], 
     except (KeyboardInterrupt, SandboxDown) as e:
         if progress.pending is not None and s.run.last_step < progress.step:  # updated, not yet logged
             s.run.log(progress.step, progress.pending)
+        if s.world.distributed:  # the other ranks may be anywhere: no collective now
+            if s.world.parallel == "fsdp" or not s.world.is_main:  # the weights are sharded, or rank 0 saves them
+                last = s.run.latest_checkpoint()
+                if s.world.is_main:
+                    print(f"\nstopped ({type(e).__name__}); a sharded model cannot be saved without every rank: "
+                          f"continue from {last} with: python -m algos.{s.run.algo} resume={s.run.dir}", file=sys.stderr)
+                raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 3)
+            s.run.solo = True  # data parallel: rank 0 holds the whole model and saves alone
         path = save(progress.step, progress.state)
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
         print(f"\n{why}: saved {path}; continue with: python -m algos.{s.run.algo} resume={s.run.dir}",

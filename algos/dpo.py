@@ -25,7 +25,6 @@ before and after, as in every RL module, and the run folder is the same as GRPO'
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import random
@@ -33,11 +32,10 @@ import sys
 import time
 from typing import Any, ClassVar, Literal
 
-from tqdm import tqdm
-
 from algos import config as cfglib
-from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, run_main,
-                          save_on_interrupt, set_lr, start, update, warmup)
+from algos import dist
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
+                          reduce_stats, run_main, save_on_interrupt, set_lr, start, update, warmup)
 from algos.preference import LossSettings, kto_batch_loss, load_preference_data, pair_loss
 
 
@@ -97,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = load_preference_data(cfg.data, tok, "thumbs" if cfg.loss == "kto" else "pairs")
     settings = loss_settings(cfg)
     # the reference: the starting weights, frozen (ORPO and SimPO need none)
-    ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.loss in ("dpo", "kto") else None
+    ref = dist.frozen_copy(model) if cfg.loss in ("dpo", "kto") else None
     if ref is not None and s.step:  # resuming: the reference is the run's starting model, not the checkpoint
         from policies import load_model
 
@@ -108,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     acc_before = heldout_before(s)
     print(f"{len(rows)} {'examples' if cfg.loss == 'kto' else 'pairs'} from {cfg.data}; {total} steps", file=sys.stderr)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
-    bar = tqdm(range(s.step, total), initial=s.step, total=total, desc=cfg.loss, dynamic_ncols=True)
+    bar = progress_bar(range(s.step, total), initial=s.step, total=total, desc=cfg.loss)
+    w = s.world
     step = s.step
     loss_val = float("nan")
     progress = Progress(s.step, {"heldout_accuracy_before": acc_before, "wall_seconds": s.state.get("wall_seconds", 0.0)})
@@ -121,16 +120,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if cfg.shuffle:
                 random.Random(cfg.seed * 7919 + epoch).shuffle(order)
             mb = [rows[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
+            local = w.strided(mb)  # this rank's rows of the minibatch (all of them in one process)
             # -------------------------------------------------------------- loss and update
             model.train()
             set_lr(opt, warmup(cfg.lr, step, cfg.warmup_steps))
             if cfg.loss == "kto":
-                loss, stats = kto_batch_loss(model, ref, mb, tok.pad_token_id, settings, cfg.kto_desirable_weight,
+                loss, stats = kto_batch_loss(model, ref, local, tok.pad_token_id, settings, cfg.kto_desirable_weight,
                                              cfg.kto_undesirable_weight)
+            elif local:
+                loss, stats = pair_loss(model, ref, local, tok.pad_token_id, settings, count=float(len(mb)))
             else:
-                loss, stats = pair_loss(model, ref, mb, tok.pad_token_id, settings)
+                loss, stats = None, {}
             gn = update(opt, model, loss, cfg.grad_clip)
-            loss_val = loss.item()
+            loss_val = w.sum(loss.item() if loss is not None else 0.0)
+            stats = reduce_stats(stats, len(local))
             # -------------------------------------------------------------- log
             metrics = {f"loss/{cfg.loss}": loss_val, "train/grad_norm": gn, "train/lr": opt.param_groups[0]["lr"],
                        "train/epoch": epoch, "perf/step_seconds": time.time() - t0, **stats}

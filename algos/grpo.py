@@ -27,23 +27,23 @@ The variant implemented (defaults in brackets):
   over the rows that were run).
 
 Left out: PPO-style value baselines (see algos/ppo.py), entropy bonuses (entropy is logged),
-overlong reward shaping beyond a flat penalty, multi-GPU sharding (run one process per GPU).
+overlong reward shaping beyond a flat penalty. Many processes: ``torchrun ... -m algos.grpo``
+(see algos/dist.py): each rank samples whole groups of its share of the prompts; advantages,
+loss normalisers and gradients are those of the whole step.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
 from typing import Any, ClassVar, Literal
 
 import torch
-from tqdm import tqdm
-
-from algos import losses
-from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
-                          run_main, sample_and_score, save_on_interrupt, set_lr, start, update, warmup)
+from algos import dist, losses
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
+                          reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, update,
+                          warmup)
 from policies import SamplingParams
 from policies.hf import collate, token_logprobs
 
@@ -109,13 +109,74 @@ def _groups(rollouts: list, results: list, cfg: GRPOConfig) -> list[tuple[list, 
     return out
 
 
-def _kept_share(mask: torch.Tensor, keep: torch.Tensor, loss_agg: str) -> float:
-    """Factor that turns the aggregate over the kept rows into the aggregate over all rows, given
-    that the left-out rows contribute exactly 0: kept tokens / all tokens for token-level
-    aggregation, kept rows / all rows for the per-sequence and constant normalisers."""
-    if loss_agg == "token":
-        return (mask[keep].sum() / mask.sum()).item()
-    return len(keep) / mask.shape[0]
+def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]], cfg: GRPOConfig, pad_id: int,
+                  ref: Any = None) -> dict[str, list[float]]:
+    """One GRPO update (``mu`` passes over ``minibatches``) on this rank's groups of rollouts.
+
+    Under torchrun the advantages (``advantage=batch``), the loss normaliser of each minibatch and
+    the gradients are those of every rank's groups together: the update equals one process's on the
+    whole step's batch. Returns the logged statistics, reduced over ranks."""
+    w = dist.world()
+    counts = w.gather_counts(len(groups))
+    all_rewards = w.gather([r for _, r in groups])
+    offset = sum(counts[:w.rank])
+    adv = losses.group_advantages(torch.stack(all_rewards), cfg.advantage)[offset:offset + len(groups)].flatten()
+    rollouts = [r for ro, _ in groups for r in ro]
+    stats: dict[str, list[float]] = {"loss/policy": [], "loss/kl": [], "policy/entropy": [], "policy/clip_frac": [],
+                                     "train/grad_norm": []}
+    model.train()
+    n, nmb = len(rollouts), cfg.minibatches
+    mb = max(1, math.ceil(n / nmb))
+    if n:
+        batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], pad_id).to(model.device)
+        old_logp = torch.zeros_like(batch.completion_mask)
+        for i, r in enumerate(rollouts):
+            old_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs)
+        mask = batch.completion_mask.clone()
+        if cfg.truncation == "mask":
+            mask[torch.tensor([r.truncated for r in rollouts], device=mask.device)] = 0.0
+        adv = adv.to(model.device)
+    # the loss normaliser of each minibatch: its count (tokens or rows) over every rank, before rows are left out
+    denoms = [max(1.0, w.sum(losses.aggregate_parts(mask[k * mb:(k + 1) * mb], mask[k * mb:(k + 1) * mb], cfg.loss_agg,
+                                           cfg.max_new_tokens)[1].item() if n else 0.0)) for k in range(nmb)]
+    # rows with zero advantage (groups whose rewards are all equal) or fully masked carry no gradient when
+    # beta=0: leave them out of the forward/backward pass (identical loss and gradients, less compute);
+    # with minibatches > 1 every row is kept
+    if n and cfg.beta == 0 and nmb == 1:
+        live = ((adv != 0) & (mask.sum(-1) > 0)).nonzero().squeeze(-1)
+        if len(live) < len(adv) and (len(live) > 0 or w.distributed):
+            batch, old_logp, mask, adv = batch.rows(live), old_logp[live], mask[live], adv[live]
+            n = len(live)
+    ref_logp = None
+    if ref is not None and n:
+        with torch.no_grad():
+            ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature)
+    for _ in range(cfg.mu):
+        for k in range(nmb):
+            sl = slice(k * mb, (k + 1) * mb)
+            loss, sums = None, {"pg": 0.0, "ent": 0.0, "clip": 0.0, "kl": 0.0, "tok": 0.0}
+            if n and sl.start < n:
+                sub, m = batch.rows(sl), mask[sl]
+                logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
+                pg, clipped = losses.clipped_pg_loss(logp, old_logp[sl], adv[sl], cfg.eps_low, cfg.eps_high)
+                per_token = pg
+                if ref_logp is not None:
+                    kl = losses.kl_k3(logp, ref_logp[sl])
+                    per_token = per_token + cfg.beta * kl
+                    sums["kl"] = (kl.detach() * m).sum().item()
+                loss = losses.aggregate_parts(per_token, m, cfg.loss_agg, cfg.max_new_tokens)[0] / denoms[k]
+                sums.update(pg=loss.item(), ent=(entropy.detach() * m).sum().item(), clip=(clipped * m).sum().item(),
+                            tok=m.sum().item())
+            gn = update(opt, model, loss, cfg.grad_clip)
+            tot = {key: w.sum(v) for key, v in sums.items()}
+            tok = max(tot["tok"], 1.0)
+            stats["loss/policy"].append(tot["pg"])
+            stats["policy/entropy"].append(tot["ent"] / tok)
+            stats["policy/clip_frac"].append(tot["clip"] / tok)
+            if ref is not None:
+                stats["loss/kl"].append(tot["kl"] / tok)
+            stats["train/grad_norm"].append(gn)
+    return stats
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -124,102 +185,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
     base = env.unwrapped
     opt = adamw(s, model, cfg.lr, cfg.weight_decay)
+    w = s.world
+    share = w.shard(cfg.prompts_per_step, "the step's prompts", "prompts_per_step")  # whole groups per rank
     ref = None
     if cfg.beta > 0:  # the frozen reference: the starting weights
-        ref = copy.deepcopy(model).eval().requires_grad_(False)
+        ref = dist.frozen_copy(model)
     position = s.state.get("position", 0)
     acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
     progress = Progress(s.step, {"position": position, "heldout_accuracy_before": acc_before,
                                  "wall_seconds": s.state.get("wall_seconds", 0.0)})
-    bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="grpo", dynamic_ncols=True)
+    bar = progress_bar(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="grpo")
     with save_on_interrupt(s, progress, lambda st, state: run.save_checkpoint(st, model, tok, opt, state)):
         for step in bar:
             t0 = time.time()
             # -------------------------------------------------------------- rollout
             params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step)
-            tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step + 104_729 * w.rank)
+            tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)[share]  # this rank's share
             position += cfg.prompts_per_step
             rollouts, results, _ = sample_and_score(engine, env, tasks, params)
             groups = _groups(rollouts, results, cfg)
             # -------------------------------------------------------------- advantages
-            zero_std_frac = sum(float(r.std() == 0) for _, r in groups) / len(groups)
+            zero_std_frac = w.sum(sum(float(r.std() == 0) for _, r in groups)) / w.sum(len(groups))
             metrics = reward_metrics(results, rollouts)
             metrics["rollout/zero_std_groups"] = zero_std_frac
             rounds = 0
             if cfg.dynamic_sampling:  # keep groups with signal; draw more tasks to refill the batch
                 groups = [g for g in groups if g[1].std() > 0]
-                while len(groups) < cfg.prompts_per_step and rounds < cfg.max_resample_rounds:
+                target = share.stop - share.start
+                while w.any(len(groups) < target) and rounds < cfg.max_resample_rounds:  # every rank decides alike
                     rounds += 1
-                    extra = base.source.tasks(cfg.prompts_per_step, "train", start=position)
+                    extra = base.source.tasks(cfg.prompts_per_step, "train", start=position)[share]
                     position += cfg.prompts_per_step
-                    ro2, res2, _ = sample_and_score(engine, env, extra, dataclasses.replace(params, seed=params.seed + 7919 * rounds))
-                    groups += [g for g in _groups(ro2, res2, cfg) if g[1].std() > 0]
-                groups = groups[:cfg.prompts_per_step]
+                    if len(groups) < target:
+                        ro2, res2, _ = sample_and_score(engine, env, extra, dataclasses.replace(params, seed=params.seed + 7919 * rounds))
+                        groups += [g for g in _groups(ro2, res2, cfg) if g[1].std() > 0]
+                groups = groups[:target]
                 metrics["rollout/resample_rounds"] = rounds
-            if not groups:  # nothing to learn from this step
+            if not w.any(groups):  # nothing to learn from this step (on any rank)
                 run.log(step + 1, metrics)
                 progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
                 continue
-            batch_rollouts = [r for ro, _ in groups for r in ro]
-            batch_rewards_t = torch.stack([r for _, r in groups])
-            adv = losses.group_advantages(batch_rewards_t, cfg.advantage).flatten()
-            batch = collate([r.prompt_ids for r in batch_rollouts], [r.completion_ids for r in batch_rollouts],
-                            tok.pad_token_id).to(model.device)
-            old_logp = torch.zeros_like(batch.completion_mask)
-            for i, r in enumerate(batch_rollouts):
-                old_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs)
-            mask = batch.completion_mask.clone()
-            if cfg.truncation == "mask":
-                mask[torch.tensor([r.truncated for r in batch_rollouts], device=mask.device)] = 0.0
-            adv = adv.to(model.device)
-            # rows with zero advantage (groups whose rewards are all equal) or fully masked carry no gradient when
-            # beta=0: leave them out of the forward/backward pass, keeping the loss normaliser of the full batch
-            # (identical loss and gradients, less compute); with minibatches > 1 every row is kept
-            norm_scale = 1.0
-            if cfg.beta == 0 and cfg.minibatches == 1:
-                live = ((adv != 0) & (mask.sum(-1) > 0)).nonzero().squeeze(-1)
-                if 0 < len(live) < len(adv):
-                    norm_scale = _kept_share(mask, live, cfg.loss_agg)
-                    batch, old_logp, mask, adv = batch.rows(live), old_logp[live], mask[live], adv[live]
-            ref_logp = None
-            if ref is not None:
-                with torch.no_grad():
-                    ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature)
-            # -------------------------------------------------------------- loss and update
-            model.train()
             set_lr(opt, warmup(cfg.lr, step, cfg.warmup_steps))
-            n = batch.input_ids.shape[0]
-            mb = math.ceil(n / cfg.minibatches)
-            stats: dict[str, list[float]] = {"loss/policy": [], "loss/kl": [], "policy/entropy": [], "policy/clip_frac": [],
-                                             "train/grad_norm": []}
-            for _ in range(cfg.mu):
-                for lo in range(0, n, mb):
-                    sl = slice(lo, lo + mb)
-                    sub = batch.rows(sl)
-                    logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
-                    pg, clipped = losses.clipped_pg_loss(logp, old_logp[sl], adv[sl], cfg.eps_low, cfg.eps_high)
-                    per_token = pg
-                    if ref_logp is not None:
-                        kl = losses.kl_k3(logp, ref_logp[sl])
-                        per_token = per_token + cfg.beta * kl
-                        stats["loss/kl"].append(losses.masked_mean(kl, mask[sl]).item())
-                    loss = losses.aggregate(per_token, mask[sl], cfg.loss_agg, cfg.max_new_tokens) * norm_scale
-                    gn = update(opt, model, loss, cfg.grad_clip)
-                    stats["loss/policy"].append(loss.item())
-                    stats["policy/entropy"].append(losses.masked_mean(entropy.detach(), mask[sl]).item())
-                    stats["policy/clip_frac"].append(losses.masked_mean(clipped, mask[sl]).item())
-                    stats["train/grad_norm"].append(gn)
+            stats = policy_update(model, opt, groups, cfg, tok.pad_token_id, ref)
             progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}, metrics)  # the weights are now those of step + 1
-            if hasattr(engine, "update_weights"):  # vLLM holds its own copy of the weights
-                engine.update_weights(model)
+            sync_engine(s)  # vLLM's copy of the weights, the full copy under fsdp
             # -------------------------------------------------------------- log
             dt = time.time() - t0
-            n_tokens = sum(len(r.completion_ids) for r in rollouts)
+            n_tokens = w.sum(sum(len(r.completion_ids) for r in rollouts))
+            n_rollouts = w.sum(len(rollouts))
             metrics.update({k: sum(v) / len(v) for k, v in stats.items() if v})
             metrics.update({"perf/step_seconds": dt, "perf/tokens_per_second": n_tokens / dt,
-                            "perf/completions_per_second": len(rollouts) / dt, "train/lr": opt.param_groups[0]["lr"]})
+                            "perf/completions_per_second": n_rollouts / dt, "train/lr": opt.param_groups[0]["lr"]})
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(step + 1, metrics)

@@ -14,10 +14,15 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
     """Generate for the first ``n_tasks`` held-out tasks and score them.
 
     Returns ``accuracy`` (share judged correct), ``mean_reward``, ``format`` (share well formed,
-    where the environment scores format) and the count of verifier errors/timeouts.
+    where the environment scores format) and the count of verifier errors/timeouts. Under
+    torchrun the tasks are split over ranks (every rank must call it) and the figures are those
+    of all of them.
     """
+    from algos.dist import world
+
+    w = world()
     base = env.unwrapped
-    tasks = base.tasks(n_tasks, "heldout")
+    tasks = w.strided(base.tasks(n_tasks, "heldout"))
     params = SamplingParams(n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     correct = reward = fmt = errors = 0.0
     total = 0
@@ -34,6 +39,7 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
             errors += float(v is not None and v.is_error)
             reward += res.reward
             fmt += res.parts.get("format", 0.0)
+    correct, reward, fmt, errors, total = (w.sum(x) for x in (correct, reward, fmt, errors, float(total)))
     total = max(total, 1)
     return {"accuracy": correct / total, "mean_reward": reward / total, "format": fmt / total,
             "verifier_errors": errors, "n": float(total)}

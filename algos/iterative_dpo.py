@@ -23,7 +23,6 @@ in ``summary.json``; ``resume=RUN_DIR`` continues from the last saved round.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import random
@@ -31,10 +30,11 @@ import time
 from typing import Any, ClassVar, Literal
 
 import torch
-from tqdm import tqdm
 
-from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
-                          run_main, sample_and_score, save_on_interrupt, set_lr, start, update, warmup)
+from algos import dist
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
+                          reduce_stats, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
+                          sync_engine, update, warmup)
 from algos.preference import LossSettings, Pair, build_pairs, pair_loss
 from policies import SamplingParams
 
@@ -89,31 +89,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
     base = env.unwrapped
     settings = LossSettings(cfg.loss, cfg.beta, cfg.simpo_beta, cfg.simpo_gamma, cfg.orpo_lambda, cfg.nll_weight)
-    ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.loss == "dpo" else None
+    w = s.world
+    share = w.shard(cfg.tasks_per_round, "a round's tasks", "tasks_per_round")
+    ref = dist.frozen_copy(model) if cfg.loss == "dpo" else None
     if ref is not None and s.step:  # resuming: the reference as it was (last refreshed at a multiple of K rounds)
         ref.load_state_dict(torch.load(os.path.join(run.latest_checkpoint(), "reference.pt"), weights_only=True))
 
     def save(step: int, state: dict) -> str:
-        path = run.save_checkpoint(step, model, tok, opt, state)
-        if ref is not None:
-            torch.save(ref.state_dict(), os.path.join(path, "reference.pt"))
-        return path
+        return run.save_checkpoint(step, model, tok, opt, state,
+                                   extra={"reference.pt": ref.state_dict()} if ref is not None else None)
 
     opt = adamw(s, model, cfg.lr, cfg.weight_decay)
     position, updates = s.state.get("position", 0), s.state.get("updates", 0)
     acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
-    bar = tqdm(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="iterative dpo", dynamic_ncols=True)
+    bar = progress_bar(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="iterative dpo")
     progress = Progress(s.step, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
                                  "wall_seconds": s.state.get("wall_seconds", 0.0)})
     with save_on_interrupt(s, progress, save):
         for rnd in bar:
             t0 = time.time()
             # -------------------------------------------------------------- sample, score, pair
-            tasks = base.source.tasks(cfg.tasks_per_round, "train", start=position)
+            tasks = base.source.tasks(cfg.tasks_per_round, "train", start=position)[share]  # this rank's share
             position += cfg.tasks_per_round
             params = SamplingParams(n=cfg.samples_per_task, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                    seed=cfg.seed * 1_000_003 + rnd)
+                                    seed=cfg.seed * 1_000_003 + rnd + 104_729 * w.rank)
             rollouts, results, _ = sample_and_score(engine, env, tasks, params)
             pairs: list[Pair] = []
             G = cfg.samples_per_task
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for c, r in build_pairs([x.reward for x in res], [len(x.completion_ids) for x in ro], cfg.pairs_per_task):
                     pairs.append(Pair(list(ro[c].prompt_ids), list(ro[c].completion_ids), list(ro[r].completion_ids)))
             metrics = reward_metrics(results, rollouts)
+            pairs = w.gather(pairs)  # every rank trains on its rows of the same minibatches of all ranks' pairs
             metrics["pref/pairs"] = len(pairs)
             # -------------------------------------------------------------- train on the round's pairs
             model.train()
@@ -131,21 +132,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 shuffle.shuffle(pairs)
                 for lo in range(0, len(pairs), cfg.batch_size):
                     set_lr(opt, warmup(cfg.lr, updates, cfg.warmup_steps))
-                    loss, st = pair_loss(model, ref, pairs[lo:lo + cfg.batch_size], tok.pad_token_id, settings)
+                    mb = pairs[lo:lo + cfg.batch_size]
+                    local = w.strided(mb)
+                    loss, st = pair_loss(model, ref, local, tok.pad_token_id, settings, float(len(mb))) if local else (None, {})
                     update(opt, model, loss, cfg.grad_clip)
                     updates += 1
-                    for k, v in {f"loss/{cfg.loss}": loss.item(), **st}.items():
+                    st = reduce_stats(st, len(local))
+                    for k, v in {f"loss/{cfg.loss}": w.sum(loss.item() if loss is not None else 0.0), **st}.items():
                         stats.setdefault(k, []).append(v)
             if ref is not None and cfg.ref_refresh_every and (rnd + 1) % cfg.ref_refresh_every == 0:
-                ref.load_state_dict(model.state_dict())
+                ref.load_state_dict(dist.full_state_dict(model))
             progress.finished(rnd + 1, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
                                         "wall_seconds": time.time() - t_start}, metrics)
-            if hasattr(engine, "update_weights"):
-                engine.update_weights(model)
+            sync_engine(s)
             # -------------------------------------------------------------- log
             dt = time.time() - t0
             metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
-            metrics.update({"train/updates": updates, "perf/round_seconds": dt, "perf/completions_per_second": len(rollouts) / dt})
+            metrics.update({"train/updates": updates, "perf/round_seconds": dt, "perf/completions_per_second": w.sum(len(rollouts)) / dt})
             if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(rnd + 1, metrics)

@@ -75,6 +75,23 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: LossAgg = "toke
     raise ValueError(f"loss aggregation must be 'token', 'sequence' or 'constant', got {mode!r}")
 
 
+def aggregate_parts(per_token: torch.Tensor, mask: torch.Tensor, mode: LossAgg = "token",
+                    max_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``aggregate`` as (numerator, count) with ``aggregate = numerator / count``: the count is the
+    batch's tokens (token) or rows (sequence, constant). Under data parallel each rank's numerator
+    is divided by the count summed over ranks, so the sum of the ranks' losses is the whole batch's."""
+    mask = mask.to(per_token.dtype)
+    if mode == "token":
+        return (per_token * mask).sum(), mask.sum()
+    n = torch.tensor(float(per_token.shape[0]), dtype=per_token.dtype, device=per_token.device)
+    if mode == "sequence":
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sum(), n
+    if mode == "constant":
+        T = max_tokens if max_tokens is not None else per_token.shape[-1]
+        return (per_token * mask).sum() / T, n
+    raise ValueError(f"loss aggregation must be 'token', 'sequence' or 'constant', got {mode!r}")
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1.0)

@@ -31,11 +31,11 @@ import time
 from typing import Any, ClassVar
 
 import torch
-from tqdm import tqdm
 
-from algos import losses
-from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
-                          run_main, sample_and_score, save_on_interrupt, set_lr, start, update, warmup)
+from algos import dist, losses
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
+                          reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, update,
+                          warmup)
 from policies import SamplingParams
 from policies.hf import Batch, _positions, collate, token_logprobs
 
@@ -121,8 +121,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     s = start(PPOConfig, argv, "ppo")
     cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
     base = env.unwrapped
-    critic = Critic(model)
-    ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.kl_coef > 0 else None
+    w = s.world
+    share = w.shard(cfg.prompts_per_step, "the step's prompts", "prompts_per_step")
+    critic = Critic(w.full_copy if w.full_copy is not None else model)  # replicated on every rank (gradients summed)
+    ref = dist.frozen_copy(model) if cfg.kl_coef > 0 else None
     opt = adamw(s, model, cfg.lr)
     copt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, betas=(0.9, 0.99))
     if s.optimizer_state is not None:
@@ -137,22 +139,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     acc_before = heldout_before(s)
 
     def save(step: int, state: dict) -> str:
-        path = run.save_checkpoint(step, model, tok, opt, state)
-        torch.save({"critic": critic.state_dict(), "optimizer": copt.state_dict()}, os.path.join(path, "critic.pt"))
-        return path
+        return run.save_checkpoint(step, model, tok, opt, state,
+                                   extra={"critic.pt": {"critic": critic.state_dict(), "optimizer": copt.state_dict()}})
 
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
-    bar = tqdm(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="ppo", dynamic_ncols=True)
+    bar = progress_bar(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="ppo")
     progress = Progress(s.step, {"position": position, "heldout_accuracy_before": acc_before,
                                  "wall_seconds": s.state.get("wall_seconds", 0.0)})
     with save_on_interrupt(s, progress, save):
         for step in bar:
             t0 = time.time()
             # -------------------------------------------------------------- rollout and score
-            tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)
+            tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)[share]  # this rank's share
             position += cfg.prompts_per_step
             params = SamplingParams(n=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                                    seed=cfg.seed * 1_000_003 + step)
+                                    seed=cfg.seed * 1_000_003 + step + 104_729 * w.rank)
             rollouts, results, _ = sample_and_score(engine, env, tasks, params)
             metrics = reward_metrics(results, rollouts)
             batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], tok.pad_token_id).to(model.device)
@@ -168,8 +169,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 old_values = critic(batch) * mask
             rewards = token_rewards(final, old_logp, ref_logp, mask, cfg.kl_coef)
             adv, returns = losses.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-            if cfg.whiten_advantages:
-                mu, sd = losses.masked_mean(adv, mask), losses.masked_mean((adv - losses.masked_mean(adv, mask)) ** 2, mask).sqrt()
+            if cfg.whiten_advantages:  # over every rank's tokens
+                n_tok = w.sum(mask.sum())
+                mu = w.sum((adv * mask).sum()) / n_tok
+                sd = (w.sum((((adv - mu) ** 2) * mask).sum()) / n_tok).sqrt()
                 adv = (adv - mu) / (sd + 1e-8) * mask
             # -------------------------------------------------------------- PPO epochs over minibatches
             model.train()
@@ -184,31 +187,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for idx in perm.chunk(cfg.minibatches):
                     idx = idx.to(mask.device)
                     sub, m = batch.rows(idx), mask[idx]
+                    n_tok = max(w.sum(m.sum().item()), 1.0)  # the minibatch's tokens over every rank
                     logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
                     pg, clipped = losses.clipped_pg_loss(logp, old_logp[idx], adv[idx], cfg.eps, cfg.eps)
-                    pg_loss = losses.masked_mean(pg, m)
+                    pg_loss = (pg * m).sum() / n_tok
                     update(opt, model, pg_loss, cfg.grad_clip)
                     v = critic(sub)
                     v_clipped = old_values[idx] + (v - old_values[idx]).clamp(-cfg.value_clip, cfg.value_clip)
                     vf = 0.5 * torch.maximum((v - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
-                    vf_loss = losses.masked_mean(vf, m)
+                    vf_loss = (vf * m).sum() / n_tok
                     update(copt, critic, vf_loss, cfg.grad_clip)
                     for k, val in (("loss/policy", pg_loss.item()), ("loss/value", vf_loss.item()),
-                                   ("policy/clip_frac", losses.masked_mean(clipped, m).item()),
-                                   ("policy/entropy", losses.masked_mean(entropy.detach(), m).item()),
-                                   ("policy/approx_kl", losses.masked_mean(old_logp[idx] - logp.detach(), m).item())):
-                        stats.setdefault(k, []).append(val)
+                                   ("policy/clip_frac", (clipped * m).sum().item() / n_tok),
+                                   ("policy/entropy", (entropy.detach() * m).sum().item() / n_tok),
+                                   ("policy/approx_kl", ((old_logp[idx] - logp.detach()) * m).sum().item() / n_tok)):
+                        stats.setdefault(k, []).append(w.sum(val))
             progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before,
                                          "wall_seconds": time.time() - t_start}, metrics)
-            if hasattr(engine, "update_weights"):
-                engine.update_weights(model)
+            sync_engine(s)
             # -------------------------------------------------------------- log
             dt = time.time() - t0
             metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
             if ref_logp is not None:
-                metrics["policy/kl_ref"] = losses.masked_mean(old_logp - ref_logp, mask).item()
-            metrics.update({"value/mean": losses.masked_mean(old_values, mask).item(),
-                            "perf/step_seconds": dt, "perf/completions_per_second": n / dt})
+                metrics["policy/kl_ref"] = w.mean(losses.masked_mean(old_logp - ref_logp, mask).item())
+            metrics.update({"value/mean": w.mean(losses.masked_mean(old_values, mask).item()),
+                            "perf/step_seconds": dt, "perf/completions_per_second": w.sum(n) / dt})
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(step + 1, metrics)

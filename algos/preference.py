@@ -130,9 +130,12 @@ class LossSettings:
     nll_weight: float = 0.0  # + this x mean-token NLL of the chosen response (RPO, Pang et al. 2024)
 
 
-def pair_loss(model: Any, ref: Any, pairs: Sequence[Pair], pad_id: int, s: LossSettings) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean preference loss of a minibatch of pairs; chosen and rejected go through one forward pass."""
+def pair_loss(model: Any, ref: Any, pairs: Sequence[Pair], pad_id: int, s: LossSettings,
+              count: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean preference loss of a minibatch of pairs; chosen and rejected go through one forward pass.
+    ``count``: the normaliser when it is not ``len(pairs)`` (the minibatch's pairs over every rank)."""
     n = len(pairs)
+    count = float(n) if count is None else count
     batch = collate([p.prompt_ids for p in pairs] * 2, [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs],
                     pad_id).to(next(model.parameters()).device)
     total, avg = sequence_logps(model, batch)
@@ -154,31 +157,41 @@ def pair_loss(model: Any, ref: Any, pairs: Sequence[Pair], pad_id: int, s: LossS
         raise cfglib.ConfigError(f"loss={s.loss!r} is not a pairwise loss; pick one of dpo, orpo, simpo")
     stats["pref/chosen_logp"] = avg[:n].mean().item()
     stats["pref/rejected_logp"] = avg[n:].mean().item()
-    loss = loss.mean()
+    loss = loss.sum() / count
     if s.nll_weight > 0:
-        loss = loss - s.nll_weight * avg[:n].mean()
+        loss = loss - s.nll_weight * avg[:n].sum() / count
     return loss, stats
 
 
 def kto_batch_loss(model: Any, ref: Any, thumbs: Sequence[Thumb], pad_id: int, s: LossSettings,
-                   w_desirable: float = 1.0, w_undesirable: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                   w_desirable: float = 1.0, w_undesirable: float = 1.0) -> tuple[torch.Tensor | None, dict[str, float]]:
     """Mean KTO loss of a minibatch. The reference point z is the batch's mean KL estimate
     mean(pi - ref) over mismatched (prompt, completion) pairs: each completion is scored after the
-    next example's prompt, as in the KTO paper and TRL."""
+    next example's prompt, as in the KTO paper and TRL. Under torchrun ``thumbs`` is this rank's
+    share: z and the mean are over every rank's examples."""
+    from algos.dist import world
+
+    w = world()
     dev = next(model.parameters()).device
-    batch = collate([t.prompt_ids for t in thumbs], [t.completion_ids for t in thumbs], pad_id).to(dev)
-    total, _ = sequence_logps(model, batch)
-    with torch.no_grad():
-        ref_total, _ = sequence_logps(ref, batch)
-        shifted = [thumbs[(i + 1) % len(thumbs)].prompt_ids for i in range(len(thumbs))]
-        mis = collate(shifted, [t.completion_ids for t in thumbs], pad_id).to(dev)
-        kl = (sequence_logps(model, mis)[0] - sequence_logps(ref, mis)[0]).mean()
+    kl_sum = torch.zeros((), device=dev)
+    if thumbs:
+        batch = collate([t.prompt_ids for t in thumbs], [t.completion_ids for t in thumbs], pad_id).to(dev)
+        total, _ = sequence_logps(model, batch)
+        with torch.no_grad():
+            ref_total, _ = sequence_logps(ref, batch)
+            shifted = [thumbs[(i + 1) % len(thumbs)].prompt_ids for i in range(len(thumbs))]
+            mis = collate(shifted, [t.completion_ids for t in thumbs], pad_id).to(dev)
+            kl_sum = (sequence_logps(model, mis)[0] - sequence_logps(ref, mis)[0]).sum()
+    count = max(w.sum(float(len(thumbs))), 1.0)
+    kl = w.sum(kl_sum) / count
+    if not thumbs:  # this rank has no rows this time (it took part in the reductions above)
+        return None, {}
     desirable = torch.tensor([t.desirable for t in thumbs], device=dev)
     loss = losses.kto_loss(total, ref_total, desirable, kl.expand_as(total), s.beta, w_desirable, w_undesirable)
     r = (total - ref_total).detach()
     stats = {"pref/kl_ref": kl.item(), "pref/reward_desirable": r[desirable].mean().item() if desirable.any() else 0.0,
              "pref/reward_undesirable": r[~desirable].mean().item() if (~desirable).any() else 0.0}
-    return loss.mean(), stats
+    return loss.sum() / count, stats
 
 
 # ---------------------------------------------------------------------- building a preference file

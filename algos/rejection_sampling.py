@@ -28,14 +28,13 @@ import dataclasses
 import json
 import os
 import random
-import sys
 import time
 from typing import Any, ClassVar, Literal
 
-from tqdm import tqdm
 
-from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, reward_metrics,
-                          run_main, sample_and_score, save_on_interrupt, set_lr, start, update, warmup)
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
+                          reward_metrics, run_main, sample_and_score, save_on_interrupt, say, set_lr, start, sync_engine,
+                          update, warmup)
 from algos.sft import sft_loss
 from policies import SamplingParams
 from policies.hf import collate
@@ -113,13 +112,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg, env, engine, model, tok, run = s.cfg, s.env, s.engine, s.model, s.tokenizer, s.run
     base = env.unwrapped
     opt = adamw(s, model, cfg.lr, cfg.weight_decay)
+    w = s.world
+    share = w.shard(cfg.tasks_per_round, "a round's tasks", "tasks_per_round")
     position, updates = s.state.get("position", 0), s.state.get("updates", 0)
     acc_before = heldout_before(s)
     accepted_path = os.path.join(run.dir, "accepted.jsonl")
     t_start = time.time() - s.state.get("wall_seconds", 0.0)
-    if s.step:  # resuming: forget what rounds after the checkpoint had appended
+    if s.step and w.is_main:  # resuming: forget what rounds after the checkpoint had appended
         _truncate_accepted(accepted_path, s.step)
-    bar = tqdm(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="rejection sampling", dynamic_ncols=True)
+    bar = progress_bar(range(s.step, cfg.rounds), initial=s.step, total=cfg.rounds, desc="rejection sampling")
     rnd = s.step
     progress = Progress(s.step, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
                                  "wall_seconds": s.state.get("wall_seconds", 0.0)})
@@ -127,43 +128,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for rnd in bar:
             t0 = time.time()
             # -------------------------------------------------------------- sample and filter
-            tasks = base.source.tasks(cfg.tasks_per_round, "train", start=position)
+            tasks = base.source.tasks(cfg.tasks_per_round, "train", start=position)[share]  # this rank's share
             position += cfg.tasks_per_round
             params = SamplingParams(n=cfg.samples_per_task, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + rnd)
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + rnd + 104_729 * w.rank)
             rollouts, results, flat_tasks = sample_and_score(engine, env, tasks, params)
             kept = select(rollouts, results, cfg.samples_per_task, cfg.keep)
             metrics = reward_metrics(results, rollouts)
-            metrics["rs/accepted"] = len(kept)
-            metrics["rs/tasks_solved"] = len({flat_tasks[i].id for i in kept}) / len(tasks)
-            with open(accepted_path, "a") as f:
-                for i in kept:
-                    f.write(json.dumps({"prompt": base.prompt_of(flat_tasks[i]),
-                                        "response": rollouts[i].text, "reward": results[i].reward,
-                                        "task_id": flat_tasks[i].id, "round": rnd + 1}) + "\n")
+            # every rank fine-tunes on its rows of the same minibatches of the round's accepted completions (all ranks')
+            accepted = w.gather([{"prompt": base.prompt_of(flat_tasks[i]), "response": rollouts[i].text,
+                                  "reward": results[i].reward, "task_id": flat_tasks[i].id, "round": rnd + 1,
+                                  "ids": (list(rollouts[i].prompt_ids), list(rollouts[i].completion_ids))} for i in kept])
+            metrics["rs/accepted"] = len(accepted)
+            metrics["rs/tasks_solved"] = len({a["task_id"] for a in accepted}) / cfg.tasks_per_round
+            if w.is_main:
+                with open(accepted_path, "a") as f:
+                    for a in accepted:
+                        f.write(json.dumps({k: v for k, v in a.items() if k != "ids"}) + "\n")
             # -------------------------------------------------------------- fine-tune on the kept completions
             model.train()
             shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
             losses_: list[float] = []
             for _ in range(cfg.epochs):
-                order = kept[:]
+                order = list(range(len(accepted)))
                 shuffle.shuffle(order)
                 for lo in range(0, len(order), cfg.batch_size):
-                    mb = [rollouts[i] for i in order[lo:lo + cfg.batch_size]]
-                    batch = collate([r.prompt_ids for r in mb], [r.completion_ids for r in mb], tok.pad_token_id).to(model.device)
+                    mb = w.strided([accepted[i]["ids"] for i in order[lo:lo + cfg.batch_size]])  # this rank's rows
                     set_lr(opt, warmup(cfg.lr, updates, cfg.warmup_steps))
-                    loss = sft_loss(model, batch)
+                    batch = collate([p for p, _ in mb], [c for _, c in mb], tok.pad_token_id).to(model.device) if mb else None
+                    tokens = w.sum(batch.completion_mask.sum().item() if mb else 0.0)  # the minibatch's, over every rank
+                    loss = sft_loss(model, batch, tokens) if mb else None
                     update(opt, model, loss, cfg.grad_clip)
                     updates += 1
-                    losses_.append(loss.item())
+                    losses_.append(w.sum(loss.item() if loss is not None else 0.0))
             progress.finished(rnd + 1, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
                                         "wall_seconds": time.time() - t_start}, metrics)
-            if hasattr(engine, "update_weights"):
-                engine.update_weights(model)
+            sync_engine(s)
             # -------------------------------------------------------------- log
             dt = time.time() - t0
             metrics.update({"loss/sft": sum(losses_) / len(losses_) if losses_ else float("nan"), "train/updates": updates,
-                            "perf/round_seconds": dt, "perf/completions_per_second": len(rollouts) / dt})
+                            "perf/round_seconds": dt, "perf/completions_per_second": w.sum(len(rollouts)) / dt})
             if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(rnd + 1, metrics)
@@ -171,12 +175,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 kept_set = set(kept)
                 run.log_samples(rnd + 1, [{"task_id": flat_tasks[i].id, "prompt": flat_tasks[i].prompt, "completion": rollouts[i].text,
                                            "reward": results[i].reward, "accepted": i in kept_set} for i in range(min(16, len(rollouts)))])
-            bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", kept=len(kept), loss=f"{metrics['loss/sft']:.3f}")
+            bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", kept=len(accepted), loss=f"{metrics['loss/sft']:.3f}")
             if cfg.save_every and (rnd + 1) % cfg.save_every == 0 and rnd + 1 < cfg.rounds:
                 run.save_checkpoint(rnd + 1, model, tok, opt, progress.state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
-    print(f"accepted set: {accepted_path}", file=sys.stderr)
+    say(f"accepted set: {accepted_path}")
     return finish(s, cfg.rounds, opt, {"position": position, "updates": updates}, acc_before, t_start,
                   {"accuracy": ["train/accuracy", "eval/accuracy", "rs/tasks_solved"], "loss": ["loss/sft"]},
                   f"Rejection sampling on {cfg.env} ({cfg.policy.model})",

@@ -27,17 +27,31 @@ import yaml
 from algos.config import to_dict
 
 
+def default_run_dir(algo: str, env_label: str) -> str:
+    return os.path.join("runs", f"{algo}-{env_label}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
 class Run:
+    """The run folder. Under torchrun every rank has one (``writer=False`` on ranks > 0: they read
+    it, for resuming, and take part in saving checkpoints, but write nothing)."""
+
     def __init__(self, algo: str, env_label: str, cfg: Any, out: str | None = None, resume: str | None = None,
-                 tensorboard: bool = True, wandb: bool = False):
+                 tensorboard: bool = True, wandb: bool = False, writer: bool = True):
         if resume:
             if not os.path.isdir(resume):
                 raise FileNotFoundError(f"resume={resume!r}: no such run folder")
             self.dir = resume
         else:
-            self.dir = out or os.path.join("runs", f"{algo}-{env_label}-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.makedirs(self.dir, exist_ok=True)
+            self.dir = out or default_run_dir(algo, env_label)
+            if writer:
+                os.makedirs(self.dir, exist_ok=True)
         self.algo = algo
+        self.writer = writer
+        self.solo = False  # set when rank 0 must save without the other ranks (an interrupt under data parallel)
+        self.last_step = 0
+        self._tb = self._wandb = None
+        if not writer:
+            return
         with open(os.path.join(self.dir, "config.yaml"), "w") as f:
             yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
         self._metrics = open(os.path.join(self.dir, "metrics.jsonl"), "a")
@@ -59,7 +73,9 @@ class Run:
 
     # ------------------------------------------------------------------ logging
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        self.last_step = max(getattr(self, "last_step", 0), step)
+        self.last_step = max(self.last_step, step)
+        if not self.writer:
+            return
         row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
@@ -73,6 +89,8 @@ class Run:
             self._wandb.log(row, step=step)
 
     def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        if not self.writer:
+            return
         for r in rows:
             self._samples.write(json.dumps({"step": step, **{k: _jsonable(v) for k, v in r.items()}}) + "\n")
         self._samples.flush()
@@ -85,6 +103,8 @@ class Run:
     def truncate_after(self, step: int) -> None:
         """On resume: drop what was logged after the checkpoint, so the log reads as one run."""
         self.last_step = step
+        if not self.writer:
+            return
         for name in ("metrics.jsonl", "samples.jsonl"):
             path = os.path.join(self.dir, name)
             with open(path) as f:
@@ -98,14 +118,34 @@ class Run:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, step: int, model: Any, tokenizer: Any, optimizer: Any = None,
-                        state: dict[str, Any] | None = None, keep: int = 2) -> str:
+                        state: dict[str, Any] | None = None, keep: int = 2, extra: dict[str, Any] | None = None) -> str:
+        """A Hugging Face folder plus trainer_state.pt (optimizer, RNG of every rank, data position) and
+        ``extra`` files (name -> object for torch.save). Under torchrun every rank calls it (the weights and
+        RNG states are gathered) and rank 0 writes."""
+        from algos import dist
+
+        w = dist.world()
         path = os.path.join(self.dir, "checkpoints", f"step-{step}")
+        collective = w.distributed and not self.solo
+        full = dist.full_model(model, w) if collective else model
+        opt_state = dist.optimizer_state(model, optimizer) if optimizer is not None else None
+        rngs = w.gather([rng_state()]) if collective else None
+        if self.writer:
+            self._write_checkpoint(path, step, full, tokenizer, opt_state, state, rngs, extra, keep)
+        if collective:
+            w.barrier()  # the others may read it right after (resume, critic.pt)
+        return path
+
+    def _write_checkpoint(self, path: str, step: int, model: Any, tokenizer: Any, opt_state: Any, state: Any,
+                          rngs: list | None, extra: dict[str, Any] | None, keep: int) -> None:
         tmp = path + ".tmp"
         os.makedirs(tmp, exist_ok=True)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": optimizer.state_dict() if optimizer else None, "state": state or {},
-                    "rng": rng_state()}, os.path.join(tmp, "trainer_state.pt"))
+        torch.save({"step": step, "optimizer": opt_state, "state": state or {}, "rng": rng_state(),
+                    "rng_per_rank": rngs}, os.path.join(tmp, "trainer_state.pt"))
+        for name, obj in (extra or {}).items():
+            torch.save(obj, os.path.join(tmp, name))
         if os.path.isdir(path):
             import shutil
 
@@ -114,7 +154,6 @@ class Run:
         with open(os.path.join(self.dir, "checkpoints", "latest"), "w") as f:
             f.write(f"step-{step}\n")
         self._prune(keep)
-        return path
 
     def _prune(self, keep: int) -> None:
         import shutil
@@ -133,11 +172,15 @@ class Run:
 
     # ------------------------------------------------------------------ end of run
     def write_summary(self, summary: dict[str, Any]) -> None:
+        if not self.writer:
+            return
         with open(os.path.join(self.dir, "summary.json"), "w") as f:
             json.dump({k: _jsonable(v) for k, v in summary.items()}, f, indent=2)
 
     def plot(self, groups: dict[str, list[str]], title: str) -> str | None:
         """One panel per group of metric keys, against step. Returns the PNG path."""
+        if not self.writer:
+            return None
         import matplotlib
 
         matplotlib.use("Agg")
@@ -167,6 +210,8 @@ class Run:
         return path
 
     def close(self) -> None:
+        if not self.writer:
+            return
         self._metrics.close()
         self._samples.close()
         if self._tb is not None:

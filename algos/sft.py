@@ -20,15 +20,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
-from tqdm import tqdm
-
 import envs
 from algos import config as cfglib
 from algos.heldout import heldout_eval
-from algos.common import Progress, adamw, run_main, save_on_interrupt, set_lr, start, update
+from algos.common import Progress, adamw, progress_bar, run_main, save_on_interrupt, set_lr, start, sync_engine, update
 from policies import PolicyConfig
 from policies.hf import collate, encode_prompt, token_logprobs
 
@@ -80,6 +78,12 @@ class SFTConfig:
     """continue the run in this folder from its last checkpoint"""
     wandb: bool = False
     """also log to Weights & Biases"""
+    parallel: Literal["auto", "ddp", "fsdp"] = "auto"
+    """under torchrun: ddp (replicated weights, gradients summed over ranks; auto picks it) or fsdp (weights sharded per decoder layer)"""
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """under torchrun: process-group backend; auto is nccl on GPUs, gloo on CPUs"""
+    dist_timeout: float = 1800.0
+    """under torchrun: seconds any collective may wait for the other ranks before every rank stops with an error"""
 
 
 def lr_at(step: int, cfg: SFTConfig) -> float:
@@ -111,10 +115,11 @@ class Examples:
         return encode_prompt(self.tok, prompt), resp
 
 
-def sft_loss(model: Any, batch: Any) -> torch.Tensor:
-    """Mean cross-entropy over response tokens (prompt tokens masked out)."""
+def sft_loss(model: Any, batch: Any, tokens: float | None = None) -> torch.Tensor:
+    """Mean cross-entropy over response tokens (prompt tokens masked out). ``tokens``: the
+    normaliser, when it is not this batch's own token count (the whole step's, under torchrun)."""
     logp = token_logprobs(model, batch)
-    return -(logp * batch.completion_mask).sum() / batch.completion_mask.sum()
+    return -(logp * batch.completion_mask).sum() / (batch.completion_mask.sum() if tokens is None else tokens)
 
 
 def load_sft_rows(data: str) -> list[tuple[Any, str]]:
@@ -156,30 +161,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env.unwrapped.demo_slip_rate = cfg.demo_slip_rate
     data = Examples(cfg, env, tok)
     opt = adamw(s, model, cfg.lr, cfg.weight_decay, beta2=0.98)
+    w = s.world
+    share = w.shard(cfg.batch_size, "a step's examples", "batch_size")
     start_step, position = s.step, s.state.get("position", 0)
     t0 = time.time()
     loss_val = float("nan")
     step = start_step
     progress = Progress(start_step, {"position": position})
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="sft", dynamic_ncols=True)
+    bar = progress_bar(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="sft")
     with save_on_interrupt(s, progress, lambda st, state: run.save_checkpoint(st, model, tok, opt, state)):
         for step in bar:
             # ---------------------------------------------------------------- batch
-            pairs = [data.get(position + i) for i in range(cfg.batch_size)]
+            pairs = [data.get(position + i) for i in range(share.start, share.stop)]  # this rank's share
             position += cfg.batch_size
             batch = collate([p for p, _ in pairs], [r for _, r in pairs], tok.pad_token_id).to(model.device)
             # ---------------------------------------------------------------- loss: response tokens only
             model.train()
-            loss = sft_loss(model, batch)
+            tokens = w.sum(batch.completion_mask.sum().item())  # the whole step's, over every rank
+            loss = sft_loss(model, batch, tokens)
             # ---------------------------------------------------------------- update
             set_lr(opt, lr_at(step, cfg))
             gnorm = update(opt, model, loss, cfg.grad_clip)
             # ---------------------------------------------------------------- log
-            loss_val = loss.item()
+            loss_val = w.sum(loss.item())
             metrics = {"loss/sft": loss_val, "train/grad_norm": gnorm, "train/lr": opt.param_groups[0]["lr"],
-                       "perf/tokens": int(batch.completion_mask.sum().item())}
+                       "perf/tokens": int(tokens)}
             progress.finished(step + 1, {"position": position}, metrics)  # the weights are now those of step + 1
             if eval_env is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                sync_engine(s)  # the generation engine gets the trained weights (vLLM's copy; the full copy under fsdp)
                 ev = heldout_eval(engine, eval_env, cfg.heldout_size, cfg.max_new_tokens)
                 metrics["eval/accuracy"] = ev["accuracy"]
             run.log(step + 1, metrics)
@@ -192,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ---------------------------------------------------------------- final eval and save
     summary: dict[str, Any] = {"steps": cfg.steps, "wall_seconds": round(wall, 1), "final_loss": loss_val}
     if eval_env is not None:
+        sync_engine(s)
         ev = heldout_eval(engine, eval_env, cfg.heldout_size, cfg.max_new_tokens)
         summary["heldout_accuracy"] = ev["accuracy"]
         summary["heldout_mean_reward"] = ev["mean_reward"]
@@ -202,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run.write_summary(summary)
     run.plot({"loss": ["loss/sft"], "held-out accuracy": ["eval/accuracy"]}, f"SFT on {cfg.data or cfg.env}")
     run.close()
-    print(f"sft done: {summary}")
+    if w.is_main:
+        print(f"sft done: {summary}")
     return summary
 
 

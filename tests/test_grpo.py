@@ -44,7 +44,7 @@ def test_grpo_advantage_and_aggregation_reach_the_loss(tmp_path, monkeypatch, ad
     from algos import losses
 
     seen = {"adv": [], "agg": []}
-    real_adv, real_agg = losses.group_advantages, losses.aggregate
+    real_adv, real_agg = losses.group_advantages, losses.aggregate_parts
 
     def adv(rewards, mode, *a, **k):
         seen["adv"].append(mode)
@@ -58,7 +58,7 @@ def test_grpo_advantage_and_aggregation_reach_the_loss(tmp_path, monkeypatch, ad
         return real_agg(per_token, mask, mode, *a, **k)
 
     monkeypatch.setattr(losses, "group_advantages", adv)
-    monkeypatch.setattr(losses, "aggregate", agg)
+    monkeypatch.setattr(losses, "aggregate_parts", agg)
     grpo.main(FAST + ["steps=2", "temperature=1.0", f"advantage={advantage}", f"loss_agg={loss_agg}",
                       f"out={tmp_path / 'v'}"])
     assert seen["adv"] and set(seen["adv"]) == {advantage}
@@ -148,16 +148,19 @@ def test_leaving_out_zero_advantage_rows_keeps_loss_and_gradients(agg):
     with torch.no_grad():
         old = token_logprobs(model, batch) - 0.05
 
-    def loss_and_grad(b, o, m, a, scale):
+    def loss_and_grad(b, o, m, a, denom=None):
         model.zero_grad()
         pg, _ = losses.clipped_pg_loss(token_logprobs(model, b), o, a, 0.2, 0.28)
-        loss = losses.aggregate(pg, m, agg, 16) * scale
+        num, count = losses.aggregate_parts(pg, m, agg, 16)
+        loss = losses.aggregate(pg, m, agg, 16) if denom is None else num / denom
+        if denom is None:
+            assert loss.item() == pytest.approx((num / count.clamp(min=1)).item(), rel=1e-6)
         loss.backward()
         return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    full, gf = loss_and_grad(batch, old, mask, adv, 1.0)
+    full, gf = loss_and_grad(batch, old, mask, adv)
     live = ((adv != 0) & (mask.sum(-1) > 0)).nonzero().squeeze(-1)
     assert live.tolist() == [0, 2]
-    kept, gk = loss_and_grad(batch.rows(live), old[live], mask[live], adv[live], grpo._kept_share(mask, live, agg))
+    kept, gk = loss_and_grad(batch.rows(live), old[live], mask[live], adv[live], losses.aggregate_parts(mask, mask, agg, 16)[1])
     assert kept == pytest.approx(full, rel=1e-5, abs=1e-7)
     assert len(gf) == len(gk) and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(gf, gk))
