@@ -37,9 +37,11 @@ from typing import Any, Sequence
 
 import torch
 
+from algos.config import ConfigError
 
-class DistError(RuntimeError):
-    """A bad multi-process setup, named with its fix."""
+
+class DistError(ConfigError):
+    """A bad multi-process setup, named with its fix (every rank sees it; rank 0 says it)."""
 
 
 @dataclasses.dataclass
@@ -205,6 +207,7 @@ def init(parallel: str = "auto", backend: str = "auto", timeout_s: float = 600.0
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
+    _WORLD = World(rank, size, local_rank, local_size)  # known before any check, so rank 0 alone reports a bad setup
     use_gpu = torch.cuda.is_available() and device != "cpu" and not device.startswith("cpu")
     if backend == "nccl" and not torch.cuda.is_available():
         raise DistError("dist_backend=nccl needs GPUs and this machine has none; use dist_backend=gloo (or auto)")
@@ -271,6 +274,7 @@ def prepare(model: Any, w: World | None = None) -> Any:
     for m in sharded.modules():  # sum, not average: losses are normalised by the whole step's count
         if _is_fsdp(m):
             m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)  # plain SUM collectives (gloo has no PREMUL_SUM)
     w.full_copy.requires_grad_(False)
     return sharded
 

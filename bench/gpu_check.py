@@ -7,6 +7,8 @@ Runs, each only if possible here (a CUDA GPU; vLLM importable for its rows):
   2. SFT steps in bf16: step time and tokens/s
   3. GRPO steps in bf16 (transformers engine): step time and tokens/s
   4. vLLM engine: generation tokens/s, weight update from the training model, sleep/wake
+  5. torchrun, 2 processes: GRPO data parallel (NCCL with 2+ GPUs; with one GPU, both ranks on it
+     with gloo) and FSDP2 (NCCL, 2+ GPUs only): step time and held-out accuracy
 A row that cannot run says why (SKIPPED: no GPU / vllm not installed); a row that fails says FAILED.
 """
 
@@ -48,7 +50,8 @@ def main() -> None:
     has_gpu = torch.cuda.is_available()
     print(f"torch {torch.__version__}, cuda available: {has_gpu}" + (f", {torch.cuda.get_device_name(0)}" if has_gpu else ""))
     if not has_gpu:
-        for n in ("transformers engine bf16", "SFT bf16", "GRPO bf16", "vLLM engine"):
+        for n in ("transformers engine bf16", "SFT bf16", "GRPO bf16", "vLLM engine", "torchrun 2 ranks ddp",
+                  "torchrun 2 ranks fsdp"):
             row(n, "SKIPPED", "no CUDA GPU on this machine")
         return _table()
 
@@ -125,6 +128,27 @@ def main() -> None:
         return (f"{n / dt:,.0f} tokens/s; per-prompt seeds distinct and reproducible; sleep -> update -> generate ok "
                 f"({free_asleep / 2 ** 30:.1f} GiB free while asleep); {sum(len(r) for r in out2)} rollouts after update")
 
+    def torchrun_grpo(parallel: str) -> str:
+        import subprocess
+
+        n_gpu = torch.cuda.device_count()
+        extra = [] if n_gpu >= 2 else ["dist_backend=gloo"]  # one GPU: NCCL refuses two ranks on one device
+        with tempfile.TemporaryDirectory() as d:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "algos.grpo",
+                   f"policy.model={args.model}", "policy.dtype=bfloat16", f"steps={args.steps}", "heldout_size=64",
+                   f"parallel={parallel}", f"out={d}", *extra]
+            t0 = time.perf_counter()
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            if p.returncode != 0:
+                raise RuntimeError(p.stderr[-600:])
+            rows = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl")) if "perf/step_seconds" in x]
+            summ = json.load(open(os.path.join(d, "summary.json")))
+        st = sorted(r["perf/step_seconds"] for r in rows)[len(rows) // 2]
+        return (f"{'2 GPUs, nccl' if n_gpu >= 2 else '1 GPU shared by 2 ranks, gloo'}: median step {st:.2f}s, held-out "
+                f"{summ['heldout_accuracy_before']:.1%} -> {summ['heldout_accuracy_after']:.1%}, "
+                f"{time.perf_counter() - t0:.0f}s in all")
+
     check("transformers engine bf16", gen_bf16)
     check("SFT bf16", sft_bf16)
     check("GRPO bf16", grpo_bf16)
@@ -133,6 +157,12 @@ def main() -> None:
         check("vLLM engine", vllm_engine)
     except ImportError:
         row("vLLM engine", "SKIPPED", "vllm is not installed (pip install 'rlvr-gym[vllm]')")
+    check("torchrun 2 ranks ddp", lambda: torchrun_grpo("ddp"))
+    if torch.cuda.device_count() >= 2:
+        check("torchrun 2 ranks fsdp", lambda: torchrun_grpo("fsdp"))
+    else:
+        row("torchrun 2 ranks fsdp", "SKIPPED", "one GPU: FSDP2 over gloo cannot reduce-scatter CUDA tensors and NCCL "
+            "refuses two ranks on one device")
     _table()
 
 

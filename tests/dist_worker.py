@@ -1,0 +1,122 @@
+"""One update of GRPO, SFT and DPO on a fixed global batch, in one process or under torchrun;
+writes the loss, gradient norm, gradients and updated weights (rank 0) for tests/test_distributed.py.
+
+    python tests/dist_worker.py OUT.pt
+    torchrun --standalone --nproc_per_node=2 tests/dist_worker.py OUT.pt parallel=fsdp
+
+The batch is global and the same in every run; each rank takes its share exactly as the
+training modules do (whole groups for GRPO, contiguous examples for SFT, strided pairs for DPO),
+through the same functions.
+"""
+
+import sys
+
+import torch
+
+from algos import dist, grpo
+from algos.common import update
+from algos.preference import LossSettings, Pair, pair_loss
+from algos.sft import sft_loss
+from policies import PolicyConfig, Rollout, load_model
+from policies.hf import collate, token_logprobs
+
+
+def fixed_model():
+    model, tok = load_model(PolicyConfig(model="tiny-sft"))
+    return model, tok
+
+
+def optimizer(model):
+    # plain SGD: the step is lr x the gradient, so the weights compare as closely as the gradients do (Adam's
+    # first step, lr x sign(g), turns float noise in near-zero gradients into differences of 2 lr)
+    return torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def full_grads_and_weights(model):
+    grads, weights = {}, {}
+    for name, p in model.named_parameters():
+        g = p.grad
+        if g is not None and hasattr(g, "full_tensor"):
+            g = g.full_tensor()
+        w = p.detach()
+        if hasattr(w, "full_tensor"):
+            w = w.full_tensor()
+        grads[name] = None if g is None else g.detach().clone()
+        weights[name] = w.clone()
+    return grads, weights
+
+
+def grpo_case(world):
+    """4 groups of 4 over 2 prompts' lengths; one group all-equal (left out of the pass), one truncated row."""
+    model, tok = fixed_model()
+    gen = torch.Generator().manual_seed(1)
+    groups = []
+    rewards = [[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [0.0, 1.0, 0.25, 0.0], [1.0, 1.0, 0.0, 0.75]]
+    for g in range(4):
+        prompt = torch.randint(5, 40, (3 + g,), generator=gen).tolist()
+        ros = []
+        for i in range(4):
+            comp = torch.randint(5, 40, (2 + (g * 4 + i) % 5,), generator=gen).tolist()
+            b = collate([prompt], [comp], tok.pad_token_id)
+            with torch.no_grad():
+                lp = (token_logprobs(model, b, temperature=0.7)[0] - 0.03 * (i + 1)).tolist()
+            ros.append(Rollout(prompt="", text="", prompt_ids=tuple(prompt), completion_ids=tuple(comp), logprobs=tuple(lp),
+                               finish_reason="length" if (g, i) == (0, 1) else "stop"))
+        groups.append((ros, torch.tensor(rewards[g])))
+    model = dist.prepare(model, world)
+    opt = optimizer(model)
+    cfg = grpo.GRPOConfig(temperature=0.7, grad_clip=0.0, max_new_tokens=16)
+    share = world.shard(len(groups), "groups", "groups")
+    stats = grpo.policy_update(model, opt, groups[share], cfg, tok.pad_token_id)
+    return model, stats["loss/policy"][0], stats["train/grad_norm"][0]
+
+
+def sft_case(world):
+    model, tok = fixed_model()
+    gen = torch.Generator().manual_seed(2)
+    rows = [(torch.randint(5, 40, (2 + i % 3,), generator=gen).tolist(),
+             torch.randint(5, 40, (1 + (3 * i) % 7,), generator=gen).tolist()) for i in range(8)]
+    model = dist.prepare(model, world)
+    opt = optimizer(model)
+    local = rows[world.shard(len(rows), "examples", "batch_size")]
+    batch = collate([p for p, _ in local], [r for _, r in local], tok.pad_token_id)
+    tokens = world.sum(batch.completion_mask.sum().item())
+    loss = sft_loss(model, batch, tokens)
+    gn = update(opt, model, loss, 0.0)
+    return model, world.sum(loss.item()), gn
+
+
+def dpo_case(world):
+    model, tok = fixed_model()
+    gen = torch.Generator().manual_seed(3)
+    pairs = [Pair(torch.randint(5, 40, (2 + i % 3,), generator=gen).tolist(),
+                  torch.randint(5, 40, (2 + i % 4,), generator=gen).tolist(),
+                  torch.randint(5, 40, (1 + (5 * i) % 6,), generator=gen).tolist()) for i in range(7)]  # 7: uneven shares
+    model = dist.prepare(model, world)
+    ref = dist.frozen_copy(model, world)
+    opt = optimizer(model)
+    local = world.strided(pairs)
+    loss, _ = pair_loss(model, ref, local, tok.pad_token_id, LossSettings("dpo", beta=0.5), count=float(len(pairs)))
+    gn = update(opt, model, loss, 0.0)
+    return model, world.sum(loss.item()), gn
+
+
+def main():
+    out = sys.argv[1]
+    parallel = dict(a.split("=", 1) for a in sys.argv[2:]).get("parallel", "auto")
+    world = dist.init(parallel)
+    torch.manual_seed(0)
+    results = {}
+    for name, case in (("grpo", grpo_case), ("sft", sft_case), ("dpo", dpo_case)):
+        model, loss, gn = case(world)
+        grads, weights = full_grads_and_weights(model)
+        # every rank holds the same weights after the update (replicas in step; under fsdp, the same gathered model)
+        sums = world.gather([float(sum(w.double().sum() for w in weights.values()))])
+        results[name] = {"loss": loss, "grad_norm": gn, "grads": grads, "weights": weights, "rank_weight_sums": sums}
+    if world.is_main:
+        torch.save({"world_size": world.size, "parallel": world.parallel, "results": results}, out)
+    world.close()
+
+
+if __name__ == "__main__":
+    main()

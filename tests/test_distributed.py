@@ -1,0 +1,229 @@
+"""Many processes with torchrun on the CPU (gloo): the update of 2 ranks equals one process's on
+the same global batch (data parallel and FSDP2), a whole run writes one run folder from rank 0,
+survives a rank that dies (every rank stops, no hang) and resumes to the log of an unbroken run,
+and bad setups end with one clear error."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def run(cmd, cwd, timeout=300):
+    p = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    return p
+
+
+@pytest.fixture(scope="module")
+def updates(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dist")
+    out = {}
+    for label, cmd in (("one", [sys.executable, WORKER, str(d / "one.pt")]),
+                       ("ddp", TORCHRUN + [WORKER, str(d / "ddp.pt"), "parallel=ddp"]),
+                       ("fsdp", TORCHRUN + [WORKER, str(d / "fsdp.pt"), "parallel=fsdp"])):
+        p = run(cmd, d)
+        assert p.returncode == 0, p.stderr[-3000:]
+        out[label] = torch.load(d / f"{label}.pt", weights_only=False)
+    return out
+
+
+@pytest.mark.parametrize("algo", ["grpo", "sft", "dpo"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_ranks_update_like_one_process(updates, algo, mode):
+    one, two = updates["one"], updates[mode]
+    assert one["world_size"] == 1 and two["world_size"] == 2 and two["parallel"] == mode
+    a, b = one["results"][algo], two["results"][algo]
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
+    assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+    assert a["grad_norm"] > 0
+    assert a["grads"].keys() == b["grads"].keys()
+    for k in a["grads"]:
+        assert (a["grads"][k] is None) == (b["grads"][k] is None), k
+        if a["grads"][k] is not None:
+            torch.testing.assert_close(b["grads"][k], a["grads"][k], rtol=1e-4, atol=2e-5, msg=k)
+        torch.testing.assert_close(b["weights"][k], a["weights"][k], rtol=1e-4, atol=2e-6, msg=k)
+    sums = b["rank_weight_sums"]
+    assert len(sums) == 2 and sums[0] == sums[1]  # both ranks hold the same weights after the step
+
+
+def test_fsdp_updates_like_ddp(updates):
+    for algo in ("grpo", "sft", "dpo"):
+        a, b = updates["ddp"]["results"][algo], updates["fsdp"]["results"][algo]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6, abs=1e-7)
+        for k in a["grads"]:
+            if a["grads"][k] is not None:
+                torch.testing.assert_close(b["grads"][k], a["grads"][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+GRPO = ["env=math", "prompts_per_step=8", "group_size=4", "max_new_tokens=48", "heldout_size=16", "lr=1e-3",
+        "warmup_steps=1", "steps=8", "save_every=2", "samples_every=2"]
+KEYS = ("reward/mean", "loss/policy", "policy/entropy", "rollout/length", "train/grad_norm", "eval/accuracy")
+
+
+def metrics(d):
+    return [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+
+
+def rank1_pid(torchrun_pid):
+    """The worker process whose RANK is 1 (a child of torchrun's agent)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\x00")
+        except OSError:
+            continue
+        if ppid == torchrun_pid and b"RANK=1" in environ:
+            return int(pid)
+    return None
+
+
+def test_grpo_under_torchrun_one_folder_a_dead_rank_stops_all_and_resume_matches(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    p = run(TORCHRUN + ["-m", "algos.grpo", *GRPO, f"out={full}"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    # rank 0 alone wrote: one folder, each step logged once, one progress bar, one summary line
+    rows = metrics(full)
+    assert [r["step"] for r in rows if "loss/policy" in r] == list(range(1, 9))
+    summary = json.load(open(full / "summary.json"))
+    assert summary["world_size"] == 2 and summary["parallel"] == "ddp"
+    assert p.stdout.count("held-out accuracy: before") == 1
+    assert sorted(os.listdir(full / "checkpoints")) == ["latest", "step-6", "step-8"]
+    state = torch.load(full / "checkpoints" / "step-8" / "trainer_state.pt", weights_only=False)
+    assert len(state["rng_per_rank"]) == 2 and not torch.equal(state["rng_per_rank"][0]["torch"], state["rng_per_rank"][1]["torch"])
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(full / "checkpoints" / "step-8")  # an ordinary Hugging Face folder
+
+    # the same run; rank 1 is killed once step 2's checkpoint is on disk
+    proc = subprocess.Popen(TORCHRUN + ["-m", "algos.grpo", *GRPO, f"out={part}"], cwd=tmp_path, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed_at = None
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        latest = part / "checkpoints" / "latest"
+        if latest.exists():
+            pid = rank1_pid(proc.pid)
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                killed_at = time.time()
+                break
+        time.sleep(0.01)
+    assert killed_at is not None, "the run ended before a checkpoint could be waited for"
+    _, err = proc.communicate(timeout=120)  # every rank stops: no hang
+    assert proc.returncode != 0
+    assert time.time() - killed_at < 90
+    assert "rank" in err and ("SIGKILL" in err or "Signal 9" in err or "exitcode" in err), err[-2000:]
+    assert not (part / "summary.json").exists()
+    done = int(open(part / "checkpoints" / "latest").read().strip().split("-")[1])
+    assert 2 <= done < 8
+
+    p = run(TORCHRUN + ["-m", "algos.grpo", f"resume={part}"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"resumed from {part}/checkpoints/step-{done} at step {done}" in p.stderr
+    a = [r for r in metrics(full)]
+    b = [r for r in metrics(part)]
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in KEYS:
+            if k in ra or k in rb:
+                assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=1e-7), (k, ra["step"])
+    assert json.load(open(part / "summary.json"))["heldout_accuracy_after"] == summary["heldout_accuracy_after"]
+
+
+def test_fsdp_run_writes_a_loadable_checkpoint_and_resumes(tmp_path):
+    out = tmp_path / "f"
+    args = ["env=math", "prompts_per_step=4", "group_size=4", "max_new_tokens=48", "temperature=1.0", "lr=1e-3",
+            "heldout_size=8", "steps=2",
+            "save_every=1", "parallel=fsdp", f"out={out}"]
+    p = run(TORCHRUN + ["-m", "algos.grpo", *args], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    from transformers import AutoModelForCausalLM
+
+    from policies import PolicyConfig, SamplingParams, load
+
+    ckpt = out / "checkpoints" / "step-2"
+    m = AutoModelForCausalLM.from_pretrained(ckpt)
+    from policies.tiny import resolve_model_path
+
+    start = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny-sft"))
+    assert any(not torch.equal(a, b) for a, b in zip(m.parameters(), start.parameters()))  # trained
+    engine, _, _ = load(PolicyConfig(model=str(ckpt)))  # policy.model= takes it
+    assert engine.generate(["1+1"], SamplingParams(max_new_tokens=4))[0][0].completion_ids
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+    assert "__fqn_full__" in state["optimizer"]
+    # continue it for one more step (resume reads steps from config.yaml: raise it there)
+    cfg = (out / "config.yaml").read_text().replace("steps: 2", "steps: 3")
+    (out / "config.yaml").write_text(cfg)
+    p = run(TORCHRUN + ["-m", "algos.grpo", f"resume={out}"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.load(open(out / "summary.json"))["steps"] == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["prompts_per_step=3"], "prompts_per_step=3 does not divide over 2 processes"),
+    (["dist_backend=nccl"], "dist_backend=nccl needs GPUs"),
+])
+def test_bad_setups_end_every_rank_with_one_clear_error(tmp_path, args, message):
+    if "nccl" in args[0] and torch.cuda.is_available():
+        pytest.skip("this machine has GPUs")
+    t0 = time.time()
+    p = run(TORCHRUN + ["-m", "algos.grpo", "steps=1", "heldout_size=4", f"out={tmp_path / 'x'}", *args], tmp_path,
+            timeout=180)
+    assert p.returncode != 0
+    assert p.stderr.count(f"error: {message}") == 1  # said once, by rank 0
+    assert "algos/" not in p.stderr  # no traceback from our processes (torchrun prints its own summary)
+    assert time.time() - t0 < 120
+
+
+@pytest.mark.parametrize("module,args,parallel", [
+    ("sft", ["policy.model=tiny-sft", "steps=2", "batch_size=8"], "ddp"),
+    ("sft", ["policy.model=tiny-sft", "steps=2", "batch_size=8"], "fsdp"),
+    ("ppo", ["steps=2", "prompts_per_step=4", "samples_per_prompt=2"], "ddp"),
+    ("ppo", ["steps=2", "prompts_per_step=4", "samples_per_prompt=2"], "fsdp"),
+    ("rejection_sampling", ["rounds=2", "tasks_per_round=8", "samples_per_task=4", "batch_size=4"], "ddp"),
+    ("iterative_dpo", ["rounds=2", "tasks_per_round=8", "samples_per_task=4", "batch_size=4"], "fsdp"),
+])
+def test_every_algorithm_runs_under_torchrun(tmp_path, module, args, parallel):
+    out = tmp_path / "r"
+    p = run(TORCHRUN + ["-m", f"algos.{module}", *args, "heldout_size=8", "max_new_tokens=48", f"parallel={parallel}",
+                        f"out={out}"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.load(open(out / "summary.json"))
+    assert summary["checkpoint"].endswith("step-2")
+    rows = metrics(out)
+    assert [r["step"] for r in rows].count(1) >= 1 and len({json.dumps(r) for r in rows}) == len(rows)
+    steps = [r["step"] for r in rows if any(k.startswith("loss/") for k in r)]
+    assert steps == [1, 2]  # each step logged once (rank 0 alone writes)
+    if module == "rejection_sampling":  # the accepted set of every rank, written once
+        accepted = [json.loads(x) for x in open(out / "accepted.jsonl")]
+        assert len(accepted) == sum(r["rs/accepted"] for r in rows if "rs/accepted" in r)
+
+
+def test_dpo_runs_under_torchrun_with_an_uneven_last_minibatch(tmp_path):
+    prefs = tmp_path / "prefs.jsonl"
+    with open(prefs, "w") as f:
+        for i in range(5):
+            f.write(json.dumps({"prompt": f"What is {i} + {i}?", "chosen": f"<answer>{2 * i}</answer>",
+                                "rejected": f"<answer>{2 * i + 1}</answer>"}) + "\n")
+    p = run(TORCHRUN + ["-m", "algos.dpo", f"data={prefs}", "batch_size=4", "epochs=1", "heldout_size=8",
+                        f"out={tmp_path / 'd'}"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = metrics(tmp_path / "d")
+    assert [r["step"] for r in rows if "loss/dpo" in r] == [1, 2]  # 5 pairs, batch 4: the last minibatch is one pair, rank 1 has none
