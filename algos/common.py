@@ -109,8 +109,6 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     setup = Setup(cfg, env, None, None, None, run, world=w)
     ckpt = run.latest_checkpoint() if cfg.resume else None
     policy_cfg = dataclasses.replace(cfg.policy, model=ckpt) if ckpt else cfg.policy
-    if cfg.policy.engine == "vllm" and w.distributed and w.parallel == "fsdp":
-        raise cfglib.ConfigError("parallel=fsdp with policy.engine=vllm is not supported yet; use parallel=ddp")
     setup.engine, setup.model, setup.tokenizer = load(policy_cfg)
     if setup.model is None:
         raise cfglib.ConfigError(f"policy.engine={cfg.policy.engine} cannot be trained; use policy.engine=transformers or vllm")
@@ -352,11 +350,12 @@ def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], 
                 last = s.run.latest_checkpoint()
                 if s.world.is_main:
                     print(f"\nstopped ({type(e).__name__}); a sharded model cannot be saved without every rank: "
-                          f"continue from {last} with: python -m algos.{s.run.algo} resume={s.run.dir}", file=sys.stderr)
+                          f"continue from {last} with: torchrun --nproc_per_node={s.world.local_size} -m "
+                          f"algos.{s.run.algo} resume={s.run.dir}", file=sys.stderr)
                 raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 3)
             s.run.solo = True  # data parallel: rank 0 holds the whole model and saves alone
         path = save(progress.step, progress.state)
         why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
-        print(f"\n{why}: saved {path}; continue with: python -m algos.{s.run.algo} resume={s.run.dir}",
-              file=sys.stderr)
+        launcher = f"torchrun --nproc_per_node={s.world.local_size} -m" if s.world.distributed else "python -m"
+        print(f"\n{why}: saved {path}; continue with: {launcher} algos.{s.run.algo} resume={s.run.dir}", file=sys.stderr)
         raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 3)

@@ -185,6 +185,20 @@ def _check_in_process(llm: Any) -> None:
                            f"this one; unset VLLM_ENABLE_V1_MULTIPROCESSING or set it to 0")
 
 
+def launcher_kwargs(seed: int) -> dict[str, Any]:
+    """Under torchrun (a process group of several ranks already up): one engine per rank on its own
+    GPU, in this process, through vLLM's ``external_launcher`` (as TRL's colocate mode does), each
+    rank seeded apart. Nothing in one process."""
+    try:
+        import torch.distributed as tdist
+    except ImportError:
+        return {}
+    if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() == 1:
+        return {}
+    return {"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1,
+            "seed": seed + tdist.get_rank()}
+
+
 class VLLMEngine:
     def __init__(self, llm: Any, tokenizer: Any, sleep_between: bool = True, vllm: Any = None):
         self.llm, self.tokenizer, self.sleep_between = llm, tokenizer, sleep_between
@@ -206,6 +220,7 @@ class VLLMEngine:
                       enable_prefix_caching=True, logprobs_mode="processed_logprobs")
         if getattr(cfg, "max_model_len", 0):
             kwargs["max_model_len"] = cfg.max_model_len
+        kwargs.update(launcher_kwargs(cfg.seed))
         with _KeepRNG():
             try:
                 llm = vllm.LLM(**kwargs)

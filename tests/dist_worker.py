@@ -113,8 +113,12 @@ def main():
         # every rank holds the same weights after the update (replicas in step; under fsdp, the same gathered model)
         sums = world.gather([float(sum(w.double().sum() for w in weights.values()))])
         results[name] = {"loss": loss, "grad_norm": gn, "grads": grads, "weights": weights, "rank_weight_sums": sums}
+    from policies.vllm_engine import launcher_kwargs
+
+    ranks_kwargs = world.gather([launcher_kwargs(5)])  # what each rank's vLLM engine would be given
     if world.is_main:
-        torch.save({"world_size": world.size, "parallel": world.parallel, "results": results}, out)
+        torch.save({"world_size": world.size, "parallel": world.parallel, "results": results,
+                    "vllm_kwargs": ranks_kwargs}, out)
     world.close()
 
 

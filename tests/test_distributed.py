@@ -61,6 +61,12 @@ def test_two_ranks_update_like_one_process(updates, algo, mode):
     assert len(sums) == 2 and sums[0] == sums[1]  # both ranks hold the same weights after the step
 
 
+def test_vllm_under_torchrun_gets_one_engine_per_rank(updates):
+    assert updates["one"]["vllm_kwargs"] == [{}]
+    assert updates["ddp"]["vllm_kwargs"] == [
+        {"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1, "seed": 5 + r} for r in (0, 1)]
+
+
 def test_fsdp_updates_like_ddp(updates):
     for algo in ("grpo", "sft", "dpo"):
         a, b = updates["ddp"]["results"][algo], updates["fsdp"]["results"][algo]
