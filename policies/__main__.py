@@ -1,0 +1,28 @@
+"""``python -m policies serve ...``: the policies' commands."""
+
+import sys
+
+from policies.cli import main_usage
+
+COMMANDS = {"serve": "an OpenAI-compatible generation server on the transformers engine (see policies/server.py)"}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        main_usage(COMMANDS)
+    cmd = sys.argv[1]
+    if cmd == "serve":
+        from policies.server import serve
+
+        try:
+            serve(sys.argv[2:])
+        except (FileNotFoundError, ImportError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2)
+        return
+    print(f"error: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

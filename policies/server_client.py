@@ -1,0 +1,151 @@
+"""Training against generation servers: ``policy.engine=server policy.base_url=URL[,URL...]``.
+
+The servers are ``python -m policies serve`` or ``vllm serve`` (any OpenAI-compatible server
+that takes token-id prompts and returns token ids, vLLM's ``return_token_ids``). The trainer
+sends token ids, never text it would have to re-tokenize, and reads back the completion's ids
+and sampling logprobs, so a rollout from a server is the same record as one made in-process.
+
+* The step's prompts are split over the replicas in contiguous chunks, one request per replica,
+  sent at once; each replica gets its own seed (``seed + 7919 * replica``).
+* The ``openai`` SDK carries the requests: connection pooling, a bounded timeout on every call
+  (``policy.request_timeout``), retries with exponential backoff (``policy.max_retries``). A
+  replica still unreachable after that raises ``ServerDown``: a trainer saves a checkpoint and
+  stops with a one-line error (exit 3).
+* ``update_weights(model)`` pushes the new weights to every replica through the configured
+  ``WeightSync`` (``policy.weight_sync``: filesystem or nccl) and checks each replica's version and
+  checksum; ``attach(model)`` does it once at the start when the servers do not already serve
+  the trainer's weights. Every rollout carries ``version``: the weights version that produced it.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+from policies.base import Prompt, Rollout, SamplingParams, ServerDown, truncate_at_stop
+
+
+def split_urls(base_url: str | None) -> list[str]:
+    urls = [u.strip().rstrip("/") for u in (base_url or "").split(",") if u.strip()]
+    if not urls:
+        raise ValueError("policy.engine=server needs policy.base_url=URL[,URL...], e.g. http://localhost:8000/v1 "
+                         "(start one with: python -m policies serve policy.model=... port=8000)")
+    return urls
+
+
+class ServerEngine:
+    def __init__(self, base_urls: Sequence[str], model_name: str, tokenizer: Any, api_key: str | None = None,
+                 timeout: float = 300.0, max_retries: int = 3, weight_sync: str = "filesystem",
+                 sync_dir: str | None = None):
+        try:
+            import openai
+        except ImportError as e:
+            raise ImportError("policy.engine=server needs the openai SDK: pip install openai "
+                              "(or pip install 'rlvr-gym[server]')") from e
+        self._openai = openai
+        self.urls = list(base_urls)
+        self.model_name, self.tokenizer = model_name, tokenizer
+        self.timeout, self.max_retries = timeout, max_retries
+        self.clients = [openai.OpenAI(base_url=u, api_key=api_key or "EMPTY", timeout=timeout, max_retries=max_retries)
+                        for u in self.urls]
+        self.version = 0
+        self.checksum: str | None = None
+        if weight_sync == "filesystem":
+            from policies.weight_sync import FilesystemSync
+
+            self.sync: Any = FilesystemSync(sync_dir, self._post)
+        else:
+            raise ValueError(f"policy.weight_sync={weight_sync!r}: build NCCLSync with the servers' NCCL rendezvous "
+                             f"(policies.weight_sync.NCCLSync); from the command line use filesystem")
+
+    @classmethod
+    def from_config(cls, cfg: Any, tokenizer: Any) -> "ServerEngine":
+        import os
+
+        return cls(split_urls(cfg.base_url), cfg.served_model or cfg.model, tokenizer, os.environ.get(cfg.api_key_env),
+                   cfg.request_timeout, cfg.max_retries, cfg.weight_sync, cfg.sync_dir)
+
+    # ------------------------------------------------------------------ weight routes
+    def _root(self, i: int) -> str:
+        return self.urls[i].removesuffix("/v1")
+
+    def _post(self, i: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call(i, "POST", path, body)
+
+    def _call(self, i: int, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A weight route of replica i (outside /v1), through the same client: its timeout and retries."""
+        openai, url = self._openai, self._root(i) + path
+        try:
+            if method == "GET":
+                return self.clients[i].get(url, cast_to=object)
+            return self.clients[i].post(url, cast_to=object, body=body or {})
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            raise ServerDown(f"{url}: {type(e).__name__}: {e} (after {self.max_retries} retries)") from None
+        except openai.APIStatusError as e:
+            raise RuntimeError(f"{url} answered {e.status_code}: {e.message}") from None
+
+    def served(self) -> list[dict[str, Any]]:
+        """Each replica's ``{version, checksum}``."""
+        return [self._call(i, "GET", "/weights") for i in range(len(self.urls))]
+
+    def attach(self, model: Any) -> None:
+        """At the start of training: the replicas must serve the trainer's weights (they do not after a
+        resume, or when started from another checkpoint); push them when they do not."""
+        from policies.weight_sync import weights_checksum
+
+        want = weights_checksum(model)
+        stale = [i for i, s in enumerate(self.served()) if s.get("checksum") != want]
+        self.version = max((s.get("version") or 0) for s in self.served())
+        if stale:
+            self.version += 1
+            self.checksum = self.sync.push(model, self.version, stale)
+        self.checksum = want
+
+    def update_weights(self, model: Any) -> None:
+        self.version += 1
+        self.checksum = self.sync.push(model, self.version, range(len(self.urls)))
+
+    # ------------------------------------------------------------------ generation
+    def _request(self, i: int, ids: list[list[int]], prompts: list[Prompt], params: SamplingParams,
+                 seed: int | None) -> list[list[Rollout]]:
+        openai = self._openai
+        extra: dict[str, Any] = {"return_token_ids": True, "skip_special_tokens": False}
+        if params.top_k:
+            extra["top_k"] = params.top_k
+        try:
+            resp = self.clients[i].completions.create(
+                model=self.model_name, prompt=ids, n=params.n, temperature=params.temperature, top_p=params.top_p,
+                max_tokens=params.max_new_tokens, stop=list(params.stop) or None, seed=seed, logprobs=1, extra_body=extra)
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            raise ServerDown(f"{self.urls[i]}: {type(e).__name__}: {e} (after {self.max_retries} retries)") from None
+        version = (resp.model_extra or {}).get("weights_version")
+        choices = sorted(resp.choices, key=lambda c: c.index)
+        if len(choices) != len(ids) * params.n:
+            raise RuntimeError(f"{self.urls[i]} returned {len(choices)} choices for {len(ids)} prompts x n={params.n}")
+        out: list[list[Rollout]] = []
+        for k, (p, pid) in enumerate(zip(prompts, ids)):
+            group = []
+            for c in choices[k * params.n:(k + 1) * params.n]:
+                ext = c.model_extra or {}
+                comp = ext.get("token_ids")
+                if comp is None:
+                    raise RuntimeError(f"{self.urls[i]} returned no token ids: it must support return_token_ids "
+                                       f"(python -m policies serve, or vllm serve >= 0.10.2)")
+                lps = tuple(float(x) for x in (c.logprobs.token_logprobs if c.logprobs else []) or [])
+                reason = "length" if c.finish_reason == "length" else ("stop" if ext.get("stop_reason") else "eos")
+                text, _ = truncate_at_stop(c.text, params.stop)
+                group.append(Rollout(p, text, tuple(pid), tuple(comp), lps or None, reason, version))  # type: ignore[arg-type]
+            out.append(group)
+        return out
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Rollout]]:
+        from policies.hf import encode_prompt
+
+        ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+        k = len(self.urls)
+        bounds = [(len(ids) * r // k, len(ids) * (r + 1) // k) for r in range(k)]
+        jobs = [(r, lo, hi) for r, (lo, hi) in enumerate(bounds) if hi > lo]
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            futs = [pool.submit(self._request, r, ids[lo:hi], list(prompts[lo:hi]), params,
+                                None if params.seed is None else params.seed + 7919 * r) for r, lo, hi in jobs]
+            return [g for f in futs for g in f.result()]

@@ -1,0 +1,202 @@
+"""The generation server (`python -m policies serve`) as a real process on a free port: its
+protocol, evaluation through it, GRPO against it with a weight sync each step, and a server
+that dies mid-run."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+class ServerProc:
+    def __init__(self, *args):
+        self.p = subprocess.Popen([sys.executable, "-m", "policies", "serve", "port=0", *args], cwd=ROOT, env=env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        line = ""
+        while time.time() < deadline:
+            line = self.p.stdout.readline()
+            if line.startswith("serving"):
+                break
+            if self.p.poll() is not None:
+                raise RuntimeError(self.p.stderr.read()[-2000:])
+        m = re.search(r"at (http://\S+/v1)", line)
+        assert m, line
+        self.url = m.group(1)
+        self.root = self.url.removesuffix("/v1")
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = ServerProc("policy.model=tiny-sft", "batch_wait_ms=50")
+    yield s
+    s.stop()
+
+
+def post(url, body, timeout=60):
+    return requests.post(url, json=body, timeout=timeout)
+
+
+def test_completions_take_token_ids_and_return_them(server):
+    from policies import PolicyConfig, SamplingParams, load
+
+    engine, _, tok = load(PolicyConfig(model="tiny-sft"))
+    ids = [tok("12+30=", add_special_tokens=False)["input_ids"], tok("7*6=", add_special_tokens=False)["input_ids"]]
+    r = post(server.url + "/completions", {"model": "tiny-sft", "prompt": ids, "n": 2, "temperature": 1.0, "seed": 3,
+                                           "max_tokens": 12, "logprobs": 1, "return_token_ids": True,
+                                           "return_tokens_as_token_ids": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3] and body["weights_version"] == 0
+    local = engine.generate(ids, SamplingParams(n=2, temperature=1.0, seed=3, max_new_tokens=12))
+    for k, c in enumerate(body["choices"]):
+        ro = local[k // 2][k % 2]
+        assert c["prompt_token_ids"] == ids[k // 2]
+        assert c["token_ids"] == list(ro.completion_ids)  # the same samples as the engine in this process
+        assert c["logprobs"]["tokens"] == [f"token_id:{t}" for t in ro.completion_ids]
+        assert c["logprobs"]["token_logprobs"] == pytest.approx(list(ro.logprobs), abs=1e-6)
+        assert c["text"] == ro.text
+    chat = post(server.url + "/chat/completions", {"model": "tiny-sft", "temperature": 0, "max_tokens": 8, "logprobs": True,
+                                                   "messages": [{"role": "user", "content": "2+2"}]}).json()
+    assert chat["choices"][0]["message"]["role"] == "assistant" and chat["choices"][0]["logprobs"]["content"]
+    assert requests.get(server.url + "/models", timeout=10).json()["data"][0]["id"] == "tiny-sft"
+
+
+def test_bad_requests_are_400_and_the_server_lives_on(server):
+    r = post(server.url + "/completions", {"model": "tiny-sft", "prompt": [{"x": 1}]})
+    assert r.status_code == 400 and "prompt must be" in r.json()["error"]["message"]
+    r = post(server.url + "/completions", {"model": "tiny-sft", "prompt": "1+1", "n": 0})
+    assert r.status_code == 400 and "n must be" in r.json()["error"]["message"]
+    assert post(server.root + "/nope", {}).status_code == 404
+    assert post(server.root + "/weights/load", {"path": "/no/such.safetensors", "version": 9}).status_code == 400
+    assert requests.get(server.root + "/weights", timeout=10).json()["version"] == 0  # a failed load changed nothing
+    assert requests.get(server.root + "/health", timeout=10).json()["status"] == "ok"
+
+
+def test_concurrent_requests_are_batched(server):
+    before = requests.get(server.root + "/health", timeout=10).json()["batches"]
+    out = [None] * 8
+
+    def one(i):
+        out[i] = post(server.url + "/completions", {"model": "tiny-sft", "prompt": f"{i}+{i}=", "temperature": 0,
+                                                    "max_tokens": 6}).json()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batches = requests.get(server.root + "/health", timeout=10).json()["batches"] - before
+    assert all(o["choices"][0]["text"] is not None for o in out)
+    assert batches < 8  # 8 concurrent greedy requests ran in fewer generate calls
+
+
+def test_evaluate_through_the_server_matches_the_transformers_engine(server, tmp_path):
+    from algos import evaluate
+
+    common = ["env=math", "tasks=24", "max_new_tokens=64"]
+    evaluate.main(common + [f"out={tmp_path / 'local'}"])
+    evaluate.main(common + ["policy.engine=openai", f"policy.base_url={server.url}", f"out={tmp_path / 'served'}"])
+
+    def rows(d):
+        return {r["task_id"]: (r["completion"], r["status"]) for r in map(json.loads, open(d / "samples.jsonl"))}
+
+    a, b = rows(tmp_path / "local"), rows(tmp_path / "served")
+    assert len(a) == 24 and a == b
+
+
+GRPO = ["env=math", "steps=4", "prompts_per_step=8", "group_size=4", "max_new_tokens=48", "heldout_size=32",
+        "temperature=1.0", "lr=2e-4", "warmup_steps=1", "save_every=1"]
+
+
+def test_grpo_against_a_server_syncs_weights_every_step_and_learns_alike(tmp_path):
+    from algos import grpo
+    from policies import PolicyConfig, load_model
+    from policies.weight_sync import weights_checksum
+
+    s = ServerProc("policy.model=tiny-sft")
+    try:
+        served = grpo.main(GRPO + ["policy.engine=server", f"policy.base_url={s.url}", f"out={tmp_path / 's'}"])
+        w = requests.get(s.root + "/weights", timeout=10).json()
+    finally:
+        s.stop()
+    local = grpo.main(GRPO + [f"out={tmp_path / 'l'}"])
+    assert w["version"] == 4  # one push per step
+    final, _ = load_model(PolicyConfig(model=str(tmp_path / "s" / "checkpoints" / "step-4")))
+    assert w["checksum"] == weights_checksum(final)  # the server serves exactly the trained weights
+    a = [json.loads(x) for x in open(tmp_path / "s" / "metrics.jsonl")]
+    b = [json.loads(x) for x in open(tmp_path / "l" / "metrics.jsonl")]
+    for ra, rb in zip(a, b):  # same seeds, same engine behind the protocol: the same run
+        for k in ("reward/mean", "loss/policy", "eval/accuracy"):
+            if k in ra:
+                assert ra[k] == pytest.approx(rb[k], abs=1e-6), (k, ra["step"])
+    assert abs(served["heldout_accuracy_after"] - local["heldout_accuracy_after"]) <= 0.05
+
+
+def test_a_server_that_dies_mid_run_ends_it_with_an_error_and_a_checkpoint(tmp_path):
+    s = ServerProc("policy.model=tiny-sft")
+    out = tmp_path / "run"
+    args = [arg for arg in GRPO if not arg.startswith("steps=")] + ["steps=200", "policy.engine=server",
+                                                                    f"policy.base_url={s.url}", "policy.max_retries=1",
+                                                                    "policy.request_timeout=20", f"out={out}"]
+    p = subprocess.Popen([sys.executable, "-m", "algos.grpo", *args], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not (out / "checkpoints" / "latest").exists():
+            time.sleep(0.1)
+        s.p.send_signal(signal.SIGKILL)
+        t0 = time.time()
+        _, err = p.communicate(timeout=120)
+    finally:
+        s.stop()
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 3, err[-2000:]
+    assert time.time() - t0 < 60  # bounded: no hang
+    assert "a generation server is down" in err and "Traceback" not in err
+    latest = (out / "checkpoints" / "latest").read_text().strip()
+    assert "saved" in err and f"resume={out}" in err
+    steps = [json.loads(x)["step"] for x in open(out / "metrics.jsonl") if "loss/policy" in x]
+    assert latest == f"step-{steps[-1]}"  # the checkpoint is the last finished step
+
+
+def test_weight_sync_refuses_a_server_that_did_not_load_the_weights(tmp_path):
+    from policies import PolicyConfig, load_model
+    from policies.weight_sync import FilesystemSync, WeightSyncError
+
+    model, _ = load_model(PolicyConfig(model="tiny-sft"))
+
+    def lying_server(i, path, body):
+        return {"version": body.get("version"), "checksum": "0" * 32} if path == "/weights/load" else {}
+
+    with pytest.raises(WeightSyncError, match="checksum"):
+        FilesystemSync(str(tmp_path), lying_server).push(model, 1, [0])
+
+    def stale_server(i, path, body):
+        from policies.weight_sync import weights_checksum
+
+        return {"version": 0, "checksum": weights_checksum(model)} if path == "/weights/load" else {}
+
+    with pytest.raises(WeightSyncError, match="version 0"):
+        FilesystemSync(str(tmp_path), stale_server).push(model, 1, [0])
