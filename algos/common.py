@@ -204,15 +204,18 @@ def reduce_stats(stats: dict[str, float], n: float) -> dict[str, float]:
     return out
 
 
-def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: SamplingParams) -> tuple[list[Rollout], list[Any], list[Any]]:
-    """G rollouts per task, scored by the environment. Returns flat (rollouts, results, tasks)."""
+def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: SamplingParams,
+                     check_version: bool = True) -> tuple[list[Rollout], list[Any], list[Any]]:
+    """G rollouts per task, scored by the environment. Returns flat (rollouts, results, tasks).
+    With generation servers, every rollout must come from the weights last pushed (``check_version``;
+    off-policy steps check staleness themselves)."""
     base = env.unwrapped
     outs = engine.generate([base.prompt_of(t) for t in tasks], params)
     if hasattr(engine, "sleep"):  # vLLM: free its GPU memory for the update that follows
         engine.sleep()
     rollouts = [r for rs in outs for r in rs]
     served = getattr(engine, "version", None)  # generation servers: every rollout from the weights last pushed
-    if served is not None and any(r.version is not None and r.version != served for r in rollouts):
+    if check_version and served is not None and any(r.version is not None and r.version != served for r in rollouts):
         from policies.weight_sync import WeightSyncError
 
         raise WeightSyncError(f"rollouts from weights version {sorted({r.version for r in rollouts})}, but the trainer "

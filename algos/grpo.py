@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from typing import Any, ClassVar, Literal
 
 import torch
 from algos import dist, losses
+from algos.config import ConfigError
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, update,
                           warmup)
@@ -94,6 +96,45 @@ class GRPOConfig(RunConfig):
     """completions that hit max_new_tokens: mask them out of the loss, subtract truncation_penalty, or nothing"""
     truncation_penalty: float = 0.5
     """reward subtracted from truncated completions when truncation=penalty"""
+    max_off_policy_steps: int = 0
+    """0: synchronous; 1: the next step's rollouts are generated while this step trains (policy.engine=server), so they come from weights one update old; samples staler than this are dropped and counted"""
+    is_cap: float = 2.0
+    """off-policy steps: per-token importance weight pi_old / pi_sampler truncated at this (the clip ratio is then taken against pi_old, the weights before the update)"""
+
+
+class Prefetch:
+    """A step's rollouts made in a background thread (the generation servers work while the trainer
+    updates); ``result()`` returns (tasks, params, what ``fn`` returned) or raises what it raised."""
+
+    def __init__(self, drawn: tuple[list, SamplingParams], fn: Any):
+        self.tasks, self.params = drawn
+        self._out: Any = None
+        self._err: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True, name="prefetch")
+        self._thread.start()
+
+    def _run(self, fn: Any) -> None:
+        try:
+            self._out = fn(self.tasks, self.params)
+        except BaseException as e:  # noqa: BLE001 - handed to the trainer's thread by result()
+            self._err = e
+
+    def result(self) -> tuple[list, SamplingParams, Any]:
+        self._thread.join()
+        if self._err is not None:
+            raise self._err
+        return self.tasks, self.params, self._out
+
+
+def drop_stale(rollouts: list, results: list, tasks: list, G: int, version: int, limit: int) -> tuple[list, list, list, list[int], int]:
+    """Leave out the groups whose rollouts come from weights more than ``limit`` updates older than
+    ``version`` (the weights being trained now). Returns the kept (rollouts, results, tasks), every
+    rollout's staleness, and how many groups were dropped."""
+    staleness = [version - (r.version if r.version is not None else version) for r in rollouts]
+    keep = [g for g in range(len(rollouts) // G) if max(staleness[g * G:(g + 1) * G]) <= limit]
+    idx = [g * G + j for g in keep for j in range(G)]
+    return ([rollouts[i] for i in idx], [results[i] for i in idx], [tasks[g] for g in keep], staleness,
+            len(rollouts) // G - len(keep))
 
 
 def _groups(rollouts: list, results: list, cfg: GRPOConfig) -> list[tuple[list, torch.Tensor]]:
@@ -151,6 +192,15 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
     if ref is not None and n:
         with torch.no_grad():
             ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature)
+    is_w = None
+    if cfg.max_off_policy_steps > 0 and n:  # stale samples: clip against the weights before this update (proximal
+        with torch.no_grad():  # policy), weight each token by min(pi_prox / pi_sampler, is_cap): truncated IS
+            prox = token_logprobs(model, batch, temperature=cfg.temperature)
+        is_w = torch.exp(prox - old_logp).clamp(max=cfg.is_cap) * mask
+        stats["policy/is_weight"] = [w.sum((is_w * mask).sum().item()) / max(w.sum(mask.sum().item()), 1.0)]
+        stats["policy/is_truncated"] = [w.sum(((torch.exp(prox - old_logp) > cfg.is_cap).float() * mask).sum().item())
+                                        / max(w.sum(mask.sum().item()), 1.0)]
+        old_logp = prox
     for _ in range(cfg.mu):
         for k in range(nmb):
             sl = slice(k * mb, (k + 1) * mb)
@@ -159,7 +209,7 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
                 sub, m = batch.rows(sl), mask[sl]
                 logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
                 pg, clipped = losses.clipped_pg_loss(logp, old_logp[sl], adv[sl], cfg.eps_low, cfg.eps_high)
-                per_token = pg
+                per_token = pg if is_w is None else pg * is_w[sl]
                 if ref_logp is not None:
                     kl = losses.kl_k3(logp, ref_logp[sl])
                     per_token = per_token + cfg.beta * kl
@@ -196,20 +246,51 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     progress = Progress(s.step, {"position": position, "heldout_accuracy_before": acc_before,
                                  "wall_seconds": s.state.get("wall_seconds", 0.0)})
     bar = progress_bar(range(s.step, cfg.steps), initial=s.step, total=cfg.steps, desc="grpo")
+    off_policy = cfg.max_off_policy_steps > 0
+    if off_policy and not hasattr(engine, "attach"):
+        raise ConfigError(f"max_off_policy_steps={cfg.max_off_policy_steps} needs policy.engine=server: generation must run "
+                          f"in another process to overlap the update (start one with python -m policies serve)")
+    if cfg.max_off_policy_steps > 1:
+        raise ConfigError(f"max_off_policy_steps={cfg.max_off_policy_steps}: 0 (synchronous) or 1 (one step off-policy)")
+    if off_policy and cfg.dynamic_sampling:
+        raise ConfigError("dynamic_sampling with max_off_policy_steps=1 is not supported; use one of them")
+    pending: Prefetch | None = None
+
+    def draw(step: int) -> tuple[list, SamplingParams]:
+        """The step's tasks (this rank's share) and sampling parameters; advances the data position."""
+        nonlocal position
+        params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step + 104_729 * w.rank)
+        tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)[share]
+        position += cfg.prompts_per_step
+        return tasks, params
+
+    def unused() -> int:  # the data position to save: a prefetched batch not yet trained on is drawn again on resume
+        return position - cfg.prompts_per_step if pending is not None else position
     with save_on_interrupt(s, progress, lambda st, state: run.save_checkpoint(st, model, tok, opt, state)):
         for step in bar:
             t0 = time.time()
             # -------------------------------------------------------------- rollout
-            params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step + 104_729 * w.rank)
-            tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)[share]  # this rank's share
-            position += cfg.prompts_per_step
-            rollouts, results, _ = sample_and_score(engine, env, tasks, params)
+            if pending is None:
+                tasks, params = draw(step)
+                rollouts, results, _ = sample_and_score(engine, env, tasks, params)
+            else:  # generated while the previous step trained
+                tasks, params, (rollouts, results, _) = pending.result()
+                pending = None
+            if off_policy and step + 1 < cfg.steps:  # the next step's rollouts, from the weights the servers have now
+                pending = Prefetch(draw(step + 1), lambda t, p: sample_and_score(engine, env, t, p, check_version=False))
+            staleness: list[int] = []
+            if off_policy:  # how many updates old each rollout's weights are, now, as it is used
+                rollouts, results, tasks, staleness, dropped = drop_stale(rollouts, results, tasks, cfg.group_size,
+                                                                          engine.version, cfg.max_off_policy_steps)
             groups = _groups(rollouts, results, cfg)
             # -------------------------------------------------------------- advantages
             zero_std_frac = w.sum(sum(float(r.std() == 0) for _, r in groups)) / w.sum(len(groups))
             metrics = reward_metrics(results, rollouts)
             metrics["rollout/zero_std_groups"] = zero_std_frac
+            if off_policy:
+                metrics["rollout/staleness"] = sum(staleness) / max(len(staleness), 1)
+                metrics["rollout/dropped_stale_groups"] = dropped
             rounds = 0
             if cfg.dynamic_sampling:  # keep groups with signal; draw more tasks to refill the batch
                 groups = [g for g in groups if g[1].std() > 0]
@@ -225,11 +306,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 metrics["rollout/resample_rounds"] = rounds
             if not w.any(groups):  # nothing to learn from this step (on any rank)
                 run.log(step + 1, metrics)
-                progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
+                progress.finished(step + 1, {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
                 continue
             set_lr(opt, warmup(cfg.lr, step, cfg.warmup_steps))
             stats = policy_update(model, opt, groups, cfg, tok.pad_token_id, ref)
-            progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}, metrics)  # the weights are now those of step + 1
+            progress.finished(step + 1, {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}, metrics)  # the weights are now those of step + 1
             sync_engine(s)  # vLLM's copy of the weights, the full copy under fsdp
             # -------------------------------------------------------------- log
             dt = time.time() - t0
@@ -249,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                                 rollouts, results)][:cfg.group_size * 2])
             bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
                             tok_s=f"{metrics['perf/tokens_per_second']:.0f}")
-            state = {"position": position, "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
+            state = {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 run.save_checkpoint(step + 1, model, tok, opt, state)
     bar.close()

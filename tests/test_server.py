@@ -200,3 +200,86 @@ def test_weight_sync_refuses_a_server_that_did_not_load_the_weights(tmp_path):
 
     with pytest.raises(WeightSyncError, match="version 0"):
         FilesystemSync(str(tmp_path), stale_server).push(model, 1, [0])
+
+
+def test_one_step_off_policy_grpo_overlaps_and_stays_within_one_step(tmp_path):
+    from algos import grpo
+
+    s = ServerProc("policy.model=tiny-sft")
+    try:
+        grpo.main(GRPO + ["policy.engine=server", f"policy.base_url={s.url}", "max_off_policy_steps=1",
+                          f"out={tmp_path / 'a'}"])
+        version = requests.get(s.root + "/weights", timeout=10).json()["version"]
+    finally:
+        s.stop()
+    rows = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl") if "loss/policy" in x]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and version == 4
+    assert rows[0]["rollout/staleness"] == 0  # the first batch is made before any update
+    assert all(0 <= r["rollout/staleness"] <= 1 for r in rows) and any(r["rollout/staleness"] == 1 for r in rows[1:])
+    assert all(r["rollout/dropped_stale_groups"] == 0 for r in rows)
+    assert all("policy/is_weight" in r for r in rows)
+
+
+def test_off_policy_needs_a_server_and_refuses_what_it_cannot_do(tmp_path):
+    from algos import grpo
+    from algos.config import ConfigError
+
+    with pytest.raises(ConfigError, match="needs policy.engine=server"):
+        grpo.main(["steps=1", "max_off_policy_steps=1", "heldout_size=4", f"out={tmp_path / 'x'}"])
+
+
+def test_stale_groups_are_dropped_and_counted():
+    from algos.grpo import drop_stale
+    from policies import Rollout
+
+    def ro(v):
+        return Rollout("p", "t", (1,), (2,), (-0.1,), "eos", v)
+
+    rollouts = [ro(5), ro(5), ro(4), ro(4), ro(3), ro(4)]  # 3 groups of 2; the last has a rollout 2 updates old
+    kept, results, tasks, staleness, dropped = drop_stale(rollouts, list("abcdef"), ["t0", "t1", "t2"], 2, 5, 1)
+    assert staleness == [0, 0, 1, 1, 2, 1] and dropped == 1
+    assert kept == rollouts[:4] and results == list("abcd") and tasks == ["t0", "t1"]
+    assert drop_stale(rollouts, list("abcdef"), ["t0", "t1", "t2"], 2, 5, 0)[4] == 2
+
+
+def test_off_policy_update_weights_tokens_by_the_truncated_importance_ratio():
+    import torch
+
+    from algos import grpo, losses
+    from policies import PolicyConfig, Rollout, load_model
+    from policies.hf import collate, token_logprobs
+
+    model, tok = load_model(PolicyConfig(model="tiny-sft"))
+    g = torch.Generator().manual_seed(0)
+    prompt = [5, 9, 12]
+    comps = [torch.randint(5, 40, (4 + i,), generator=g).tolist() for i in range(4)]
+    batch = collate([prompt] * 4, comps, tok.pad_token_id)
+    with torch.no_grad():
+        cur = token_logprobs(model, batch, temperature=0.7)
+    shift = torch.linspace(-1.0, 1.0, cur.shape[1])  # the sampler's logprobs differ: some ratios above the cap
+    behav = [(cur[i, :len(c)] - shift[:len(c)]).tolist() for i, c in enumerate(comps)]
+    rollouts = [Rollout("p", "", tuple(prompt), tuple(c), tuple(b), "eos", 0) for c, b in zip(comps, behav)]
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    cfg = grpo.GRPOConfig(temperature=0.7, grad_clip=0.0, max_off_policy_steps=1, is_cap=1.5, max_new_tokens=16)
+
+    def grads(c):
+        m, _ = load_model(PolicyConfig(model="tiny-sft"))
+        stats = grpo.policy_update(m, torch.optim.SGD(m.parameters(), lr=0.0), [(rollouts, rewards)], c, tok.pad_token_id)
+        return [p.grad.clone() for p in m.parameters()], stats
+
+    got, stats = grads(cfg)
+    # by hand: the ratio against the current weights (1 in value), each token weighted by min(pi / pi_sampler, cap)
+    m, _ = load_model(PolicyConfig(model="tiny-sft"))
+    adv = losses.group_advantages(rewards[None], "group").flatten()
+    logp = token_logprobs(m, batch, temperature=0.7)
+    old = torch.zeros_like(logp)
+    for i, b in enumerate(behav):
+        old[i, :len(b)] = torch.tensor(b)
+    wts = torch.exp(logp.detach() - old).clamp(max=1.5) * batch.completion_mask
+    loss = (-(torch.exp(logp - logp.detach()) * adv[:, None]) * wts * batch.completion_mask).sum() / batch.completion_mask.sum()
+    loss.backward()
+    for a, b in zip(got, [p.grad for p in m.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert 0 < stats["policy/is_truncated"][0] < 1  # the cap was active on some tokens, not all
+    plain, _ = grads(grpo.GRPOConfig(temperature=0.7, grad_clip=0.0, max_new_tokens=16))
+    assert any(not torch.allclose(a, b) for a, b in zip(got, plain))  # and it is not the on-policy update
