@@ -327,6 +327,9 @@ def frozen_copy(model: Any, w: World | None = None) -> Any:
 
 
 def threads_per_rank() -> int:
-    """CPU threads for this process: the cores shared among the ranks on this machine."""
+    """CPU threads for this process: the cores shared among the ranks on this machine, or
+    OMP_NUM_THREADS when it is set outside torchrun (which sets it to 1 on its own)."""
+    if not under_torchrun() and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if under_torchrun() else 1
     return max(1, (os.cpu_count() or 1) // local)
