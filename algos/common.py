@@ -58,6 +58,12 @@ class RunConfig:
     """held-out tasks per environment of the tax suite"""
     tax_options: dict = dataclasses.field(default_factory=dict)
     """options of the tax suite's environments, as algos.evaluate's env.NAME.KEY (e.g. {gsm8k.path: ../shared/data/gsm8k})"""
+    reward_workers: Literal["local", "ray"] = "local"
+    """where rewards are computed: local (this process's verifier and sandbox pools) or ray (actors, each with its own pools; pip install 'rlvr-gym[ray]')"""
+    ray_address: str = ""
+    """reward_workers=ray: the cluster to join (auto: the one this node belongs to; empty: start a local Ray instance)"""
+    ray_actors: int = 2
+    """reward_workers=ray: scoring actors (each builds the environment, with its own Docker pool for code)"""
     parallel: Literal["auto", "ddp", "fsdp"] = "auto"
     """under torchrun: ddp (replicated weights, gradients summed over ranks; auto picks it) or fsdp (weights sharded per decoder layer)"""
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
@@ -104,6 +110,11 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     # SFT on a plain dataset needs no environment; preference training keeps it for evaluation
     data_only = getattr(cfg, "data", None) and getattr(cfg_cls, "data_replaces_env", False)
     env = envs.make(cfg.env, **cfg.env_kwargs) if cfg.env and not data_only else None
+    if env is not None and getattr(cfg, "reward_workers", "local") == "ray":
+        from envs.ray_scoring import RayScorer
+
+        setup_scorer = RayScorer(cfg.env, dict(cfg.env_kwargs), actors=cfg.ray_actors, address=cfg.ray_address or None)
+        env.unwrapped.use_scorer(setup_scorer.score_batch)
     label = envs.canonical_name(cfg.env) if env is not None else "data"
     out = cfg.out if cfg.resume or not w.distributed else w.broadcast(cfg.out or default_run_dir(algo, label))
     run = Run(algo, label, cfg, out=out, resume=cfg.resume, wandb=cfg.wandb, writer=w.is_main)

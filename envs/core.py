@@ -211,11 +211,19 @@ class TextEnv(gymnasium.Env):
         return self.prompt_of(task), float(result.reward), True, False, info
 
     def score_batch(self, completions: Sequence[str], tasks: Sequence[Task]) -> list[RewardResult]:
-        """Score many completions at once (sympy checks run in parallel worker processes)."""
+        """Score many completions at once (sympy checks run in parallel worker processes; with
+        ``use_scorer``, wherever that scorer sends them, e.g. Ray actors)."""
         if len(completions) != len(tasks):
             raise EnvError(f"got {len(completions)} completions for {len(tasks)} tasks")
+        if getattr(self, "_scorer", None) is not None:
+            return self._scorer(list(completions), list(tasks))
         return self.rubric.score(list(completions), [t.reference for t in tasks],
                                  prompts=[t.prompt for t in tasks], answer=[t.reference for t in tasks])
+
+    def use_scorer(self, scorer: Any) -> None:
+        """Score batches with ``scorer(completions, tasks)`` instead of in this process (``None``: back to local).
+        It must return what ``score_batch`` would (``envs.ray_scoring.RayScorer.score_batch`` does)."""
+        self._scorer = scorer
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
