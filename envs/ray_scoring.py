@@ -46,7 +46,8 @@ class RayScorer:
         self.n_actors, self.chunk_size, self.timeout, self.retries = actors, chunk_size, timeout, retries
         self.replaced = 0  # actors replaced after dying or missing a deadline
         self.resubmitted = 0  # chunks handed out again
-        self._worker_cls = ray.remote(num_cpus=0.5, max_restarts=0)(_ScoreWorker)
+        # SPREAD: actors go to different nodes first, so ray_actors = the number of nodes gives one Docker pool per node
+        self._worker_cls = ray.remote(num_cpus=0.5, max_restarts=0, scheduling_strategy="SPREAD")(_ScoreWorker)
         self.actors = [self._spawn() for _ in range(actors)]
         ray.get([a.ready.remote() for a in self.actors], timeout=timeout)  # built (env made) or an error now
 

@@ -1,21 +1,18 @@
 """OpenAI-compatible client engine (``policy.engine=openai policy.base_url=...``), for evaluation.
 
 Talks to any server that speaks the OpenAI protocol (vLLM's ``vllm serve``, SGLang, hosted
-APIs): chat prompts go to ``/chat/completions``, text prompts to ``/completions``. Requests
-run concurrently (at most ``max_concurrency`` in flight), and are retried with exponential
-backoff on connection errors, 429 and 5xx. Logprobs are kept when the server returns them;
+APIs, ``python -m policies serve``) through the ``openai`` SDK: chat prompts go to
+``/chat/completions``, text prompts to ``/completions``. Requests run concurrently (at most
+``max_concurrency`` in flight); the SDK bounds each with a timeout and retries connection errors,
+429 and 5xx with exponential backoff. Logprobs are kept when the server returns them;
 token ids are not available over this protocol (they are empty tuples), so this engine
 cannot feed a trainer.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import time
-import urllib.error
-import urllib.request
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
@@ -28,62 +25,71 @@ class OpenAIError(RuntimeError):
 
 class OpenAIEngine:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, max_concurrency: int = 16,
-                 max_retries: int = 5, timeout: float = 120.0, backoff: float = 0.5):
+                 max_retries: int = 5, timeout: float = 120.0):
         if not base_url:
             raise ValueError("policy.engine=openai needs policy.base_url, e.g. http://localhost:8000/v1")
+        try:
+            import openai
+        except ImportError as e:
+            raise ImportError("policy.engine=openai needs the openai SDK: pip install openai "
+                              "(or pip install 'rlvr-gym[server]')") from e
+        self._openai = openai
         self.base_url = base_url.rstrip("/")
-        self.model, self.api_key = model, api_key
-        self.max_concurrency, self.max_retries, self.timeout, self.backoff = max_concurrency, max_retries, timeout, backoff
-        self.n_retries = 0
+        self.model, self.max_concurrency, self.max_retries = model, max_concurrency, max_retries
+        self._attempts = self._calls = 0
+        self._lock = threading.Lock()
+
+        def count(request: Any) -> None:  # every attempt, first tries and the SDK's retries alike
+            with self._lock:
+                self._attempts += 1
+
+        http = openai.DefaultHttpxClient(event_hooks={"request": [count]})
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "EMPTY", timeout=timeout,
+                                    max_retries=max_retries, http_client=http)
+
+    @property
+    def n_retries(self) -> int:
+        """Requests the SDK sent again (429, 5xx, connection errors), with its exponential backoff."""
+        return self._attempts - self._calls
 
     @classmethod
     def from_config(cls, cfg: Any) -> "OpenAIEngine":
-        return cls(cfg.base_url or "", cfg.model, os.environ.get(cfg.api_key_env), cfg.max_concurrency)
+        return cls(cfg.base_url or "", getattr(cfg, "served_model", "") or cfg.model, os.environ.get(cfg.api_key_env),
+                   cfg.max_concurrency)
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        for attempt in range(self.max_retries + 1):
-            req = urllib.request.Request(self.base_url + path, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as e:
-                if e.code != 429 and e.code < 500:
-                    raise OpenAIError(f"{self.base_url + path} answered {e.code}: {e.read()[:300]!r}") from None
-                err: Exception = e
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-                err = e
-            if attempt == self.max_retries:
-                raise ConnectionError(f"{self.base_url + path} failed after {self.max_retries + 1} attempts: {err}")
-            self.n_retries += 1
-            time.sleep(self.backoff * (2 ** attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+    def _create(self, chat: bool, **body: Any) -> Any:
+        openai = self._openai
+        with self._lock:
+            self._calls += 1
+        try:
+            api = self.client.chat.completions if chat else self.client.completions
+            return api.create(**body)
+        except openai.APIStatusError as e:
+            raise OpenAIError(f"{self.base_url} answered {e.status_code}: {str(e.message)[:300]}") from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            raise ConnectionError(f"{self.base_url} failed after {self.max_retries + 1} attempts: {e}") from None
 
     def _one(self, prompt: Prompt, params: SamplingParams, seed: int | None) -> list[Rollout]:
         body: dict[str, Any] = {"model": self.model, "n": params.n, "temperature": params.temperature,
-                                "top_p": params.top_p, "max_tokens": params.max_new_tokens, "logprobs": True}
+                                "top_p": params.top_p, "max_tokens": params.max_new_tokens}
         if params.stop:
             body["stop"] = list(params.stop)
         if seed is not None:
             body["seed"] = seed
         if params.top_k:
-            body["top_k"] = params.top_k  # vLLM/SGLang extension
-        if isinstance(prompt, str):
-            body["prompt"] = prompt
-            body["logprobs"] = 1
-            resp = self._post("/completions", body)
+            body["extra_body"] = {"top_k": params.top_k}  # vLLM/SGLang extension
+        chat = not isinstance(prompt, str)
+        if chat:
+            resp = self._create(True, messages=prompt, logprobs=True, **body)
         else:
-            body["messages"] = prompt
-            resp = self._post("/chat/completions", body)
+            resp = self._create(False, prompt=prompt, logprobs=1, **body)
         out = []
-        for ch in sorted(resp["choices"], key=lambda c: c.get("index", 0)):
-            text = ch["text"] if "text" in ch else (ch.get("message") or {}).get("content") or ""
-            lps = _logprobs(ch.get("logprobs"))
-            reason = {"length": "length", "stop": "stop"}.get(ch.get("finish_reason"), "stop")
-            if reason == "stop" and not ch.get("stop_reason") and not any(s in text for s in params.stop):
+        for ch in sorted(resp.choices, key=lambda c: c.index or 0):
+            text = (ch.message.content if chat else ch.text) or ""
+            lps = _logprobs(ch.logprobs)
+            ext = ch.model_extra or {}
+            reason = {"length": "length", "stop": "stop"}.get(ch.finish_reason or "", "stop")
+            if reason == "stop" and not ext.get("stop_reason") and not any(s in text for s in params.stop):
                 reason = "eos"
             text, _ = truncate_at_stop(text, params.stop)
             out.append(Rollout(prompt, text, (), (), lps, reason))  # type: ignore[arg-type]
@@ -99,8 +105,10 @@ class OpenAIEngine:
 def _logprobs(lp: Any) -> tuple[float, ...] | None:
     if not lp:
         return None
-    if isinstance(lp, dict) and lp.get("content") is not None:  # chat format
-        return tuple(float(t["logprob"]) for t in lp["content"])
-    if isinstance(lp, dict) and lp.get("token_logprobs") is not None:  # completions format
-        return tuple(float(x) for x in lp["token_logprobs"])
+    content = getattr(lp, "content", None)
+    if content is not None:  # chat format
+        return tuple(float(t.logprob) for t in content)
+    tlp = getattr(lp, "token_logprobs", None)
+    if tlp is not None:  # completions format
+        return tuple(float(x) for x in tlp)
     return None

@@ -184,7 +184,7 @@ def server():
 
 
 def test_openai_client_chat_completions_retries(server):
-    eng = OpenAIEngine(server, "m", api_key="sk-test", max_concurrency=4, backoff=0.01)
+    eng = OpenAIEngine(server, "m", api_key="sk-test", max_concurrency=4)
     _Handler.fail_first["n"] = 2
     out = eng.generate([[{"role": "user", "content": "hi"}], [{"role": "user", "content": "yo"}]], SamplingParams(n=2))
     assert eng.n_retries == 2
@@ -199,9 +199,9 @@ def test_openai_client_chat_completions_retries(server):
 
 def test_openai_client_errors(server):
     with pytest.raises(OpenAIError, match="400"):
-        OpenAIEngine(server, "forbidden", backoff=0.01).generate(["x"], SamplingParams())
+        OpenAIEngine(server, "forbidden").generate(["x"], SamplingParams())
     with pytest.raises(ConnectionError, match="after 2 attempts"):
-        OpenAIEngine("http://127.0.0.1:9/v1", "m", max_retries=1, backoff=0.01, timeout=2).generate(["x"], SamplingParams())
+        OpenAIEngine("http://127.0.0.1:9/v1", "m", max_retries=1, timeout=2).generate(["x"], SamplingParams())
     with pytest.raises(ValueError, match="base_url"):
         load(PolicyConfig(engine="openai"))
 
