@@ -29,8 +29,10 @@ ENVS = {
     "rlvr/GSM8K-v0": "envs.math_dataset:DatasetMathEnv",
     "rlvr/IFEval-v0": "envs.ifeval:IFEvalEnv",
     "rlvr/HumanEval-v0": "envs.code:CodeEnv",
+    "rlvr/Stdio-v0": "envs.stdio:StdioEnv",
 }
-ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0", "humaneval": "rlvr/HumanEval-v0", "ifeval": "rlvr/IFEval-v0"}
+ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0", "humaneval": "rlvr/HumanEval-v0", "ifeval": "rlvr/IFEval-v0",
+           "stdio": "rlvr/Stdio-v0"}
 
 
 class UnknownEnvError(EnvError, KeyError):

@@ -52,7 +52,10 @@ class Job:
     * ``call``: ``tests`` are ``{"input": [args...], "output": value}``; ``entry_point`` is called
       with the args and its return value must equal ``output`` in value and type.
     * ``stdio``: ``tests`` are ``{"input": str, "output": str}``; the program runs with that
-      stdin and every output line must match (line count included; trailing spaces ignored).
+      stdin and its output must match by ``checker``: ``lines`` (every line, line count included;
+      trailing spaces ignored), ``exact`` (byte for byte but for the final newline), ``tokens``
+      (whitespace-separated tokens), ``float:TOL`` (tokens; numbers equal within TOL absolute or
+      relative). ``memory_mb`` lowers the pool's memory limit for this job.
 
     ``setup`` is trusted code run in the tests' own namespace before them (HumanEval's prompt, with
     its helper functions; MBPP's test_setup_code). With ``entry_point`` set, an ``assert`` job's
@@ -67,11 +70,14 @@ class Job:
     entry_point: str | None = None
     timeout: float | None = None
     setup: str = ""
+    checker: str = "lines"
+    memory_mb: int | None = None
+    stop_early: bool = False  # stdio: after the first failing test, the rest are "skipped" (a judge's all-or-nothing)
 
 
 @dataclasses.dataclass(frozen=True)
 class TestResult:
-    status: str  # passed, failed, error, timeout, oom
+    status: str  # passed, failed, error, timeout, oom (stdio with stop_early: skipped)
     seconds: float = 0.0
     error: str | None = None
 
@@ -597,7 +603,8 @@ class Sandbox:
                     slot[0], slot[1] = self._start_recovering(), 0
                 w = slot[0]
                 attempts += 1
-                job = {**payload, "nonce": secrets.token_hex(16), "timeout": timeout, "memory_mb": self.memory_mb,
+                mem = min(int(payload.get("memory_mb") or self.memory_mb), self.memory_mb)
+                job = {**payload, "nonce": secrets.token_hex(16), "timeout": timeout, "memory_mb": mem,
                        "max_output": self.max_output}
                 try:
                     w.send(job)
@@ -693,9 +700,10 @@ class Sandbox:
         tests, outs, errs, details = [], [], [], {}
         worst = "passed"
         for case in job.tests:
-            res = self._exec({"style": "stdio", "program": job.program, "stdin": case["input"]}, timeout)
-            got = _lines(res.get("stdout", ""))
-            want = _lines(case["output"])
+            res = self._exec({"style": "stdio", "program": job.program, "stdin": case["input"],
+                              "memory_mb": job.memory_mb}, timeout)
+            same = output_matches(res.get("stdout", ""), case["output"], job.checker)
+            got, want = _lines(res.get("stdout", "")), _lines(case["output"])
             done = any(r.get("done") for r in res.get("reports", []))
             if "runner_error" in res:
                 st, err = "error", res["runner_error"]
@@ -707,7 +715,7 @@ class Sandbox:
                 st, err = "oom", None
             elif not done:
                 st, err = "error", (res.get("stderr") or "the program did not finish")[-300:]
-            elif got == want:
+            elif same:
                 st, err = "passed", None
             else:
                 st, err = "failed", f"expected {len(want)} line(s), got {len(got)}; first difference at line " \
@@ -717,6 +725,9 @@ class Sandbox:
             errs.append(res.get("stderr", ""))
             if st != "passed" and worst == "passed":
                 worst = st
+            if st != "passed" and job.stop_early:
+                tests += [TestResult("skipped") for _ in range(len(job.tests) - len(tests))]
+                break
         status = worst if worst in ("timeout", "oom") else ("passed" if all(t.status == "passed" for t in tests)
                                                              else "failed")
         return Result(status, tuple(tests), time.perf_counter() - t0, "".join(outs[:1]), "".join(errs[:1]), details)
@@ -752,6 +763,32 @@ class Sandbox:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def output_matches(got: str, want: str, checker: str = "lines") -> bool:
+    """Does a program's output match the expected output, by ``checker`` (see ``Job``)?"""
+    if checker == "lines":
+        return _lines(got) == _lines(want)
+    if checker == "exact":
+        return got.replace("\r\n", "\n").rstrip("\n") == want.replace("\r\n", "\n").rstrip("\n")
+    if checker == "tokens":
+        return got.split() == want.split()
+    if checker.startswith("float"):
+        tol = float(checker.split(":", 1)[1]) if ":" in checker else 1e-6
+        a, b = got.split(), want.split()
+        if len(a) != len(b):
+            return False
+        for x, y in zip(a, b):
+            if x == y:
+                continue
+            try:
+                fx, fy = float(x), float(y)
+            except ValueError:
+                return False
+            if not (abs(fx - fy) <= tol or abs(fx - fy) <= tol * abs(fy)):
+                return False
+        return True
+    raise ValueError(f"checker must be lines, exact, tokens or float[:TOL], got {checker!r}")
 
 
 def _lines(s: str) -> list[str]:
