@@ -30,6 +30,7 @@ ENVS = {
     "rlvr/IFEval-v0": "envs.ifeval:IFEvalEnv",
     "rlvr/HumanEval-v0": "envs.code:CodeEnv",
     "rlvr/Stdio-v0": "envs.stdio:StdioEnv",
+    "rlvr/RG-v0": "envs.rg:RGEnv",  # reasoning-gym's generators, as env=rg:NAME
 }
 ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0", "humaneval": "rlvr/HumanEval-v0", "ifeval": "rlvr/IFEval-v0",
            "stdio": "rlvr/Stdio-v0"}
@@ -85,6 +86,8 @@ def resolve(name: str) -> Callable[..., Any]:
     """A callable that builds the environment named ``name`` from keyword options."""
     if not isinstance(name, str) or not name:
         raise UnknownEnvError(f"environment name must be a non-empty string, got {name!r}")
+    if name.startswith("rg:"):  # reasoning-gym's generator NAME
+        return lambda **kw: gymnasium.make("rlvr/RG-v0", name=name[3:], **kw)
     if ":" in name and "/" not in name.split(":", 1)[0]:
         return _import_ref(name)
     if name in ALIASES:
@@ -108,6 +111,8 @@ def resolve(name: str) -> Callable[..., Any]:
 def _entry_class(name: str) -> Any:
     """The class (or factory) behind a name, to check options against its signature."""
     env_id = ALIASES.get(name, name)
+    if name.startswith("rg:"):
+        return None  # the generator checks its own options (envs.rg.RGSource)
     if ":" in name and "/" not in name.split(":", 1)[0]:
         return _import_ref(name)
     if env_id in gymnasium.registry:
@@ -155,3 +160,21 @@ def canonical_name(name: str) -> str:
         if name in (alias, env_id):
             return alias
     return name.replace("/", "_").replace(":", "_").replace(".", "_")
+
+
+def list_envs(with_rg: bool = True) -> dict[str, str]:
+    """Every environment ``env=`` takes: short name -> one line on what it is (reasoning-gym's
+    generators as ``rg:NAME`` when the extra is installed)."""
+    out = {alias: f"{env_id}: {(_entry_class(alias).__doc__ or '').strip().splitlines()[0]}" for alias, env_id in ALIASES.items()}
+    for name in _plugins():
+        out.setdefault(name, "third-party (entry point)")
+    if with_rg:
+        try:
+            from envs import rg
+
+            for g in rg.available():
+                out[f"rg:{g}"] = "reasoning-gym generator (options: " + ", ".join(rg.generator_options(g)) + ")"
+        except EnvError:
+            pass
+    return out
+
