@@ -220,8 +220,10 @@ def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: Sampli
     """G rollouts per task, scored by the environment. Returns flat (rollouts, results, tasks).
     With generation servers, every rollout must come from the weights last pushed (``check_version``;
     off-policy steps check staleness themselves)."""
+    from algos.episodes import generate
+
     base = env.unwrapped
-    outs = engine.generate([base.prompt_of(t) for t in tasks], params)
+    outs = generate(engine, base, tasks, params)  # one turn, or several with tools
     if hasattr(engine, "sleep"):  # vLLM: free its GPU memory for the update that follows
         engine.sleep()
     rollouts = [r for rs in outs for r in rs]
@@ -241,7 +243,7 @@ def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout]) -> dict[
     """Means of the reward and each part, the accuracy, verdict-status shares, lengths: over every
     rank's rollouts under torchrun (every rank calls it)."""
     rows = [(r.reward, dict(r.parts), r.status.value if r.status is not None else None) for r in results]
-    lens = [(len(r.completion_ids), bool(r.truncated)) for r in rollouts]
+    lens = [(len(r.completion_ids), bool(r.truncated), _tool_calls(r)) for r in rollouts]
     w = dist.world()
     if w.distributed:
         rows, lens = (w.gather(x) for x in (rows, lens))
@@ -253,9 +255,19 @@ def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout]) -> dict[
     for s in ("correct", "wrong", "no_answer", "timeout", "error"):
         m[f"verdict/{s}"] = statuses.get(s, 0) / n
     m["train/accuracy"] = m["verdict/correct"]
-    m["rollout/length"] = sum(k for k, _ in lens) / max(len(lens), 1)
-    m["rollout/truncated"] = sum(t for _, t in lens) / max(len(lens), 1)
+    m["rollout/length"] = sum(k for k, _, _ in lens) / max(len(lens), 1)
+    m["rollout/truncated"] = sum(t for _, t, _ in lens) / max(len(lens), 1)
+    if any(c is not None for _, _, c in lens):  # environments with tools: calls per episode
+        m["rollout/tool_calls"] = sum(c or 0 for _, _, c in lens) / max(len(lens), 1)
     return m
+
+
+def _tool_calls(r: Rollout) -> int | None:
+    """Tool results in a rollout (runs of 0 in its loss mask); None for a single-turn rollout."""
+    if r.loss_mask is None:
+        return None
+    m = r.loss_mask
+    return sum(1 for k, v in enumerate(m) if v == 0 and (k == 0 or m[k - 1] != 0))
 
 
 def run_main(main: Callable[[list[str] | None], Any]) -> None:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 import envs
 from algos import config as cfglib
+from algos import episodes
 from algos.metrics import ks_for, majority_correct, mean_se, pass_at_k
 from policies import PolicyConfig, SamplingParams
 from verifiers.code import raise_if_sandbox_down
@@ -453,7 +454,7 @@ def generate(cfg: EvalConfig, env_objs: dict[str, Any], rows: list[dict[str, Any
             for name in dict.fromkeys(n for n, _ in chunk):
                 base = env_objs[name].unwrapped
                 tasks = [t for n, t in chunk if n == name]
-                outs = engine.generate([base.prompt_of(t) for t in tasks], params)
+                outs = episodes.generate(engine, base, tasks, params)  # one turn, or several with tools
                 if greedy:
                     outs = [rs * cfg.n for rs in outs]
                 flat_tasks = [t for t, rs in zip(tasks, outs) for _ in rs]

@@ -169,7 +169,8 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
     n, nmb = len(rollouts), cfg.minibatches
     mb = max(1, math.ceil(n / nmb))
     if n:
-        batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], pad_id).to(model.device)
+        batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], pad_id,
+                        [r.loss_mask for r in rollouts]).to(model.device)  # tool results: no loss
         old_logp = torch.zeros_like(batch.completion_mask)
         for i, r in enumerate(rollouts):
             old_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs)

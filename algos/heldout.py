@@ -19,6 +19,7 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
     of all of them.
     """
     from algos.dist import world
+    from algos.episodes import generate
 
     w = world()
     base = env.unwrapped
@@ -28,7 +29,7 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
     total = 0
     for s in range(0, len(tasks), batch_size):
         chunk = tasks[s:s + batch_size]
-        outs = engine.generate([base.prompt_of(t) for t in chunk], params)
+        outs = generate(engine, base, chunk, params)  # one turn, or several with tools
         flat_tasks = [t for t, rs in zip(chunk, outs) for _ in rs]
         results = base.score_batch([r.text for rs in outs for r in rs], flat_tasks)
         raise_if_sandbox_down(results)

@@ -111,7 +111,8 @@ def token_rewards(final: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.T
     if ref_logp is not None and kl_coef:
         r = -kl_coef * (logp_old - ref_logp)
     r = r * mask
-    last = (mask.sum(-1).long() - 1).clamp(min=0)
+    pos = torch.arange(1, mask.shape[-1] + 1, device=mask.device)
+    last = ((mask > 0) * pos).argmax(-1)  # the last token the model wrote (tool results may follow none, precede it)
     r[torch.arange(r.shape[0]), last] += final
     return r
 
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                     seed=cfg.seed * 1_000_003 + step + 104_729 * w.rank)
             rollouts, results, _ = sample_and_score(engine, env, tasks, params)
             metrics = reward_metrics(results, rollouts)
-            batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], tok.pad_token_id).to(model.device)
+            batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], tok.pad_token_id,
+                            [r.loss_mask for r in rollouts]).to(model.device)  # tool results: no loss
             mask = batch.completion_mask
             old_logp = torch.zeros_like(mask)
             for i, r in enumerate(rollouts):

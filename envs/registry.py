@@ -30,10 +30,11 @@ ENVS = {
     "rlvr/IFEval-v0": "envs.ifeval:IFEvalEnv",
     "rlvr/HumanEval-v0": "envs.code:CodeEnv",
     "rlvr/Stdio-v0": "envs.stdio:StdioEnv",
+    "rlvr/ToolMath-v0": "envs.tools:ToolMathEnv",
     "rlvr/RG-v0": "envs.rg:RGEnv",  # reasoning-gym's generators, as env=rg:NAME
 }
 ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0", "humaneval": "rlvr/HumanEval-v0", "ifeval": "rlvr/IFEval-v0",
-           "stdio": "rlvr/Stdio-v0"}
+           "stdio": "rlvr/Stdio-v0", "toolmath": "rlvr/ToolMath-v0"}
 
 
 class UnknownEnvError(EnvError, KeyError):

@@ -55,6 +55,7 @@ class Rollout:
     logprobs: tuple[float, ...] | None  # one per completion token; None when the engine gives none
     finish_reason: FinishReason
     version: int | None = None  # the weights version that produced it (generation servers report it)
+    loss_mask: tuple[int, ...] | None = None  # per completion token, 0 where the environment wrote it (tool results)
 
     @property
     def truncated(self) -> bool:

@@ -69,7 +69,10 @@ class Batch:
         return Batch(self.input_ids[idx], self.attention_mask[idx], self.completion_mask[idx], self.prompt_len)
 
 
-def collate(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int) -> Batch:
+def collate(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], pad_id: int,
+            loss_masks: Sequence[Sequence[int] | None] | None = None) -> Batch:
+    """One batch; ``loss_masks`` (per row, per completion token, or None) zero the completion mask
+    where the environment wrote the tokens (tool results), so no loss is taken there."""
     P = max(len(p) for p in prompt_ids)
     C = max(1, max(len(c) for c in completion_ids))
     B = len(prompt_ids)
@@ -83,6 +86,8 @@ def collate(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequen
             ids[i, P:P + len(c)] = torch.tensor(c, dtype=torch.long)
             att[i, P:P + len(c)] = 1
             cm[i, :len(c)] = 1
+            if loss_masks is not None and loss_masks[i] is not None:
+                cm[i, :len(c)] = torch.tensor(loss_masks[i], dtype=torch.float32)
     return Batch(ids, att, cm, P)
 
 
