@@ -399,6 +399,7 @@ def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], 
         path = save(progress.step, progress.state)
         why = ("interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
                if isinstance(e, SandboxDown) else f"stopped, a generation server is down ({e})")
+        s.run.close()  # logs flushed and closed before the process ends
         launcher = f"torchrun --nproc_per_node={s.world.local_size} -m" if s.world.distributed else "python -m"
         print(f"\n{why}: saved {path}; continue with: {launcher} algos.{s.run.algo} resume={s.run.dir}", file=sys.stderr)
         raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 3)

@@ -22,6 +22,9 @@ def check_env(env: Any, n_tasks: int = 8) -> None:
     base = getattr(env, "unwrapped", env)
     if not isinstance(base, TextEnv):
         _fail(f"{type(base).__name__} is not a TextEnv")
+    import gc
+
+    gc.collect()  # other objects' garbage (an unclosed socket's ResourceWarning) is not this environment's warning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _check(env, base, n_tasks)

@@ -47,6 +47,17 @@ class OpenAIEngine:
         self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "EMPTY", timeout=timeout,
                                     max_retries=max_retries, http_client=http)
 
+    def close(self) -> None:
+        """Close the pooled connections (also done when the engine is collected: no socket left open)."""
+        for c in ([self.client] if hasattr(self, "client") else getattr(self, "clients", [])):
+            c.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the sockets go with the process
+            pass
+
     @property
     def n_retries(self) -> int:
         """Requests the SDK sent again (429, 5xx, connection errors), with its exponential backoff."""

@@ -58,6 +58,17 @@ class ServerEngine:
             raise ValueError(f"policy.weight_sync={weight_sync!r}: build NCCLSync with the servers' NCCL rendezvous "
                              f"(policies.weight_sync.NCCLSync); from the command line use filesystem")
 
+    def close(self) -> None:
+        """Close the pooled connections (also done when the engine is collected: no socket left open)."""
+        for c in ([self.client] if hasattr(self, "client") else getattr(self, "clients", [])):
+            c.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the sockets go with the process
+            pass
+
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any) -> "ServerEngine":
         import os

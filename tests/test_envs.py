@@ -13,7 +13,8 @@ from envs import EnvCheckError, MathEnv, ProceduralMath, Task, UnknownEnvError, 
 from verifiers import Status
 
 # every registered environment, with the options it needs offline
-ENV_KWARGS = {"rlvr/Math-v0": {}, "rlvr/GSM8K-v0": "gsm8k", "rlvr/HumanEval-v0": "humaneval", "rlvr/IFEval-v0": "ifeval"}
+ENV_KWARGS = {"rlvr/Math-v0": {}, "rlvr/GSM8K-v0": "gsm8k", "rlvr/HumanEval-v0": "humaneval", "rlvr/IFEval-v0": "ifeval",
+              "rlvr/Stdio-v0": {}, "rlvr/ToolMath-v0": {}, "rlvr/RG-v0": {"name": "countdown"}}
 
 
 def _kwargs(env_id, gsm8k_path):
