@@ -28,8 +28,17 @@ def _convert(raw: str, tp: Any, key: str) -> Any:
         if tp in (int, float, str):
             return tp(raw)
     except ValueError:
-        raise SystemExit(f"error: {key}={raw!r} is not a {tp.__name__}") from None
+        raise SystemExit(f"error: {key}={raw!r} is not {'an' if tp is int else 'a'} {tp.__name__}") from None
     return raw
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "{" + ",".join(map(str, typing.get_args(tp))) + "}"
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if args and len(args) < len(typing.get_args(tp)):
+        return f"{_type_name(args[0])} | None"
+    return getattr(tp, "__name__", str(tp))
 
 
 def parse_keys(argv: list[str], groups: dict[str, type], prog: str) -> dict[str, Any]:
@@ -41,7 +50,7 @@ def parse_keys(argv: list[str], groups: dict[str, type], prog: str) -> dict[str,
         print(f"usage: {prog} [key=value ...]\n")
         for key, (pfx, name) in names.items():
             default = getattr(groups[pfx](), name)
-            print(f"  {key:32s} {hints[pfx][name]!s:20s} = {default!r}")
+            print(f"  {key:32s} {_type_name(hints[pfx][name]):24s} = {default!r}")
         raise SystemExit(0)
     values: dict[str, dict[str, Any]] = {pfx: {} for pfx in groups}
     for a in argv:

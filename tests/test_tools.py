@@ -121,3 +121,10 @@ def test_sft_then_grpo_on_tool_math_calls_tools_end_to_end(tmp_path):
     rows = [json.loads(x) for x in open(tmp_path / "g" / "metrics.jsonl") if "rollout/tool_calls" in x]
     assert len(rows) == 2 and sum(r["rollout/tool_calls"] for r in rows) > 0  # the policy called tools in training
     assert summary["steps"] == 2
+    # and evaluation runs the same episodes: tool results in the transcripts it scores
+    from algos import evaluate
+
+    evaluate.main(["env=toolmath", f"policy.model={tmp_path / 's' / 'checkpoints' / 'step-60'}", "tasks=16", "n=2",
+                   "temperature=1.0", "max_new_tokens=120", f"out={tmp_path / 'e'}"])
+    samples = [json.loads(x) for x in open(tmp_path / "e" / "samples.jsonl")]
+    assert len(samples) == 32 and any("<result>" in r["completion"] for r in samples)
