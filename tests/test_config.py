@@ -22,7 +22,7 @@ def test_overrides_types_and_nested():
     ("steps=1.5", "is not an integer"),
     ("lr=fast", "is not a number"),
     ("wandb=maybe", "not a boolean"),
-    ("policy.engine=vlm", r"not one of \['transformers', 'vllm', 'openai'\]; did you mean 'vllm'"),
+    ("policy.engine=vlm", r"not one of \['transformers', 'vllm', 'openai', 'server'\]; did you mean 'vllm'"),
     ("steps", "is not key=value"),
 ])
 def test_bad_keys_and_values(arg, msg):
