@@ -106,15 +106,33 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
+_KEEP: dict[type, bool] = {}
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    """transformers' causal LMs compute the lm_head on the last N positions only with ``logits_to_keep=N``."""
+    import inspect
+
+    cls = type(model)
+    if cls not in _KEEP:
+        try:
+            _KEEP[cls] = "logits_to_keep" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            _KEEP[cls] = False
+    return _KEEP[cls]
+
+
 def token_logprobs(model: Any, batch: Batch, temperature: float = 1.0, with_entropy: bool = False):
     """Per-token logprobs of the completion tokens, [B, C] (and per-token entropy if asked).
 
     Differentiable: this is the training-time recomputation of `Rollout.logprobs`.
     """
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                position_ids=_positions(batch.attention_mask), use_cache=False)
     P = batch.prompt_len
-    logits = out.logits[:, P - 1:-1, :].float()
+    C = batch.input_ids.shape[1] - P
+    kw = {"logits_to_keep": C + 1} if _takes_logits_to_keep(model) else {}  # the lm_head only where it is read
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=_positions(batch.attention_mask), use_cache=False, **kw)
+    logits = (out.logits[:, :-1, :] if kw else out.logits[:, P - 1:-1, :]).float()
     if temperature != 1.0:
         logits = logits / temperature
     logp_all = F.log_softmax(logits, dim=-1)
