@@ -166,7 +166,10 @@ def canonical_name(name: str) -> str:
 def list_envs(with_rg: bool = True) -> dict[str, str]:
     """Every environment ``env=`` takes: short name -> one line on what it is (reasoning-gym's
     generators as ``rg:NAME`` when the extra is installed)."""
-    out = {alias: f"{env_id}: {(_entry_class(alias).__doc__ or '').strip().splitlines()[0]}" for alias, env_id in ALIASES.items()}
+    def first_line(obj: Any) -> str:
+        return ((getattr(obj, "__doc__", None) or "").strip().splitlines() or ["(no description)"])[0]
+
+    out = {alias: f"{env_id}: {first_line(_entry_class(alias))}" for alias, env_id in ALIASES.items()}
     for name in _plugins():
         out.setdefault(name, "third-party (entry point)")
     if with_rg:
