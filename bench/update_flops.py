@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--target", type=float, default=0.5)
+    ap.add_argument("--full-lm-head", action="store_true", help="the lm_head on every position (the code before logits_to_keep)")
     args = ap.parse_args()
     from policies import PolicyConfig, load_model
     from policies.hf import collate, token_logprobs
@@ -52,6 +53,10 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     model, tok = load_model(PolicyConfig(model=args.model, dtype=args.dtype))
     model.train()
+    if args.full_lm_head:
+        import policies.hf
+
+        policies.hf._KEEP[type(model)] = False
     dtype = next(model.parameters()).dtype
     g = torch.Generator().manual_seed(0)
     V = model.config.vocab_size
@@ -76,7 +81,7 @@ def main() -> None:
     d, L = cfg.hidden_size, cfg.num_hidden_layers
     shapes = linear_shapes(model)
     fwd = sum(2 * i * o * c for i, o, c in shapes) * tokens  # decoder linears
-    fwd += 2 * d * V * B * (C + 1)  # the lm_head, on the completion positions
+    fwd += 2 * d * V * B * (T if args.full_lm_head else C + 1)  # the lm_head, on the positions it runs on
     fwd += L * B * 2 * 2 * T * T * d / 2  # causal attention: QK^T and AV
     model_flops = 3 * fwd  # forward + backward (two matmuls per forward one)
 
