@@ -113,8 +113,8 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     if env is not None and getattr(cfg, "reward_workers", "local") == "ray":
         from envs.ray_scoring import RayScorer
 
-        setup_scorer = RayScorer(cfg.env, dict(cfg.env_kwargs), actors=cfg.ray_actors, address=cfg.ray_address or None)
-        env.unwrapped.use_scorer(setup_scorer.score_batch)
+        scorer = RayScorer(cfg.env, dict(cfg.env_kwargs), actors=cfg.ray_actors, address=cfg.ray_address or None)
+        env.unwrapped.use_scorer(scorer.score_batch)  # actors live as long as this process
     label = envs.canonical_name(cfg.env) if env is not None else "data"
     out = cfg.out if cfg.resume or not w.distributed else w.broadcast(cfg.out or default_run_dir(algo, label))
     run = Run(algo, label, cfg, out=out, resume=cfg.resume, wandb=cfg.wandb, writer=w.is_main)
