@@ -219,7 +219,7 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
                 sums.update(pg=loss.item(), ent=(entropy.detach() * m).sum().item(), clip=(clipped * m).sum().item(),
                             tok=m.sum().item())
             gn = update(opt, model, loss, cfg.grad_clip)
-            tot = {key: w.sum(v) for key, v in sums.items()}
+            tot = dict(zip(sums, w.sum(torch.tensor(list(sums.values()), dtype=torch.float64)).tolist()))  # one reduction
             tok = max(tot["tok"], 1.0)
             stats["loss/policy"].append(tot["pg"])
             stats["policy/entropy"].append(tot["ent"] / tok)

@@ -40,7 +40,10 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
             errors += float(v is not None and v.is_error)
             reward += res.reward
             fmt += res.parts.get("format", 0.0)
-    correct, reward, fmt, errors, total = (w.sum(x) for x in (correct, reward, fmt, errors, float(total)))
+    import torch
+
+    correct, reward, fmt, errors, total = w.sum(torch.tensor([correct, reward, fmt, errors, float(total)],
+                                                             dtype=torch.float64)).tolist()  # one reduction
     total = max(total, 1)
     return {"accuracy": correct / total, "mean_reward": reward / total, "format": fmt / total,
             "verifier_errors": errors, "n": float(total)}

@@ -23,7 +23,24 @@ class OpenAIError(RuntimeError):
     """The server refused a request for a reason retrying cannot fix (4xx other than 429)."""
 
 
-class OpenAIEngine:
+class PooledClients:
+    """Engines holding ``openai`` SDK clients (``self.clients``): their pooled connections are closed on
+    ``close()`` and when the engine is collected, so no socket is left open."""
+
+    clients: list[Any]
+
+    def close(self) -> None:
+        for c in getattr(self, "clients", []):
+            c.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: the sockets go with the process
+            pass
+
+
+class OpenAIEngine(PooledClients):
     def __init__(self, base_url: str, model: str, api_key: str | None = None, max_concurrency: int = 16,
                  max_retries: int = 5, timeout: float = 120.0):
         if not base_url:
@@ -46,17 +63,7 @@ class OpenAIEngine:
         http = openai.DefaultHttpxClient(event_hooks={"request": [count]})
         self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "EMPTY", timeout=timeout,
                                     max_retries=max_retries, http_client=http)
-
-    def close(self) -> None:
-        """Close the pooled connections (also done when the engine is collected: no socket left open)."""
-        for c in ([self.client] if hasattr(self, "client") else getattr(self, "clients", [])):
-            c.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: the sockets go with the process
-            pass
+        self.clients = [self.client]
 
     @property
     def n_retries(self) -> int:

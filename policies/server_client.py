@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from policies.base import Prompt, Rollout, SamplingParams, ServerDown, truncate_at_stop
+from policies.openai_client import PooledClients
 
 
 def split_urls(base_url: str | None) -> list[str]:
@@ -33,7 +34,7 @@ def split_urls(base_url: str | None) -> list[str]:
     return urls
 
 
-class ServerEngine:
+class ServerEngine(PooledClients):
     def __init__(self, base_urls: Sequence[str], model_name: str, tokenizer: Any, api_key: str | None = None,
                  timeout: float = 300.0, max_retries: int = 3, weight_sync: str = "filesystem",
                  sync_dir: str | None = None):
@@ -57,17 +58,6 @@ class ServerEngine:
         else:
             raise ValueError(f"policy.weight_sync={weight_sync!r}: build NCCLSync with the servers' NCCL rendezvous "
                              f"(policies.weight_sync.NCCLSync); from the command line use filesystem")
-
-    def close(self) -> None:
-        """Close the pooled connections (also done when the engine is collected: no socket left open)."""
-        for c in ([self.client] if hasattr(self, "client") else getattr(self, "clients", [])):
-            c.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: the sockets go with the process
-            pass
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any) -> "ServerEngine":
@@ -105,8 +95,9 @@ class ServerEngine:
         from policies.weight_sync import weights_checksum
 
         want = weights_checksum(model)
-        stale = [i for i, s in enumerate(self.served()) if s.get("checksum") != want]
-        self.version = max((s.get("version") or 0) for s in self.served())
+        served = self.served()
+        stale = [i for i, s in enumerate(served) if s.get("checksum") != want]
+        self.version = max((s.get("version") or 0) for s in served)
         if stale:
             self.version += 1
             self.checksum = self.sync.push(model, self.version, stale)

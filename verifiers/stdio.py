@@ -7,8 +7,8 @@ verdict says which of the judge's outcomes it met first:
 
 * ``accepted``: every test passed;
 * ``compile_error``: the program does not parse (checked before anything runs);
-* ``wrong_answer``, ``time_limit``, ``memory_limit`` (killed, or ``MemoryError`` under the
-  limit), ``runtime_error`` (a non-zero exit or an exception): the first failing test's. Without
+* ``wrong_answer``, ``time_limit``, ``memory_limit`` (killed, or a ``MemoryError`` under the
+  limit: the sandbox's ``oom``), ``runtime_error`` (a non-zero exit or an exception): the first failing test's. Without
   ``partial`` the judge stops there (the rest are ``skipped``), as judges do.
 
 ``details`` has every test's outcome and the count passed. The score is 1 for accepted, else 0,
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from verifiers.code import extract_program, shared_sandbox
+from verifiers.code import CodeVerifier, extract_program
 from verifiers.verdict import Status, Verdict
 
 OUTCOMES = ("accepted", "wrong_answer", "time_limit", "memory_limit", "runtime_error", "compile_error")
@@ -31,28 +31,20 @@ def _outcome(t: Any) -> str:
         return "accepted" if t.status == "passed" else "skipped"
     if t.status == "timeout":
         return "time_limit"
-    if t.status == "oom" or "MemoryError" in (t.error or ""):
+    if t.status == "oom":  # the runner reports a MemoryError under the limit as oom too
         return "memory_limit"
     if t.status == "failed":
         return "wrong_answer"
     return "runtime_error"
 
 
-class StdioVerifier:
+class StdioVerifier(CodeVerifier):
+    """The code verifier's sandbox handling (a shared warm pool), with a judge's verdicts."""
+
     def __init__(self, backend: str = "docker", image: str | None = None, workers: int | None = None,
                  partial: bool = False, time_limit: float = 2.0, daemon_wait: float = 60.0, sandbox: Any = None):
-        self.backend, self.image, self.workers, self.partial = backend, image, workers, partial
-        self.time_limit, self.daemon_wait = time_limit, daemon_wait
-        self._sandbox = sandbox
-
-    @property
-    def sandbox(self) -> Any:
-        if self._sandbox is None:
-            self._sandbox = shared_sandbox(self.backend, self.image, self.workers, self.time_limit, self.daemon_wait)
-        return self._sandbox
-
-    def verify(self, completion: str, reference: dict[str, Any]) -> Verdict:
-        return self.verify_batch([completion], [reference])[0]
+        super().__init__(backend, image, workers, time_limit, partial, sandbox, daemon_wait)
+        self.time_limit = time_limit
 
     def verify_batch(self, completions: Sequence[str], references: Sequence[dict[str, Any]]) -> list[Verdict]:
         from sandbox import Job
