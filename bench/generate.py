@@ -38,20 +38,31 @@ def decode_flops_per_token(model, context: int) -> float:
     return 2.0 * n + 4.0 * cfg.num_hidden_layers * cfg.hidden_size * context
 
 
-def matmul_rate(model, rows: int, dtype: torch.dtype, repeats: int = 5) -> float:
-    """FLOP/s of the decode step's linear layers run as plain matmuls at ``rows`` rows (median)."""
+def matmul_rate(model, rows: int, dtype: torch.dtype, repeats: int = 5) -> tuple[float, float]:
+    """FLOP/s of the decode step's linear layers run as plain matmuls at ``rows`` rows (median), two
+    ways: ``F.linear`` on nn.Linear's layout, and oneDNN on weights packed beforehand (what the lean
+    decoder does; NaN where oneDNN is missing). The machine's rate is the better of the two."""
     shapes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
     xs = {i: torch.randn(rows, i, dtype=dtype) for i, _ in shapes}
-    ws = [torch.randn(o, i, dtype=dtype) for i, o in shapes]  # nn.Linear's layout ([out, in]): the fastest here
+    ws = [torch.randn(o, i, dtype=dtype) for i, o in shapes]
     flops = sum(2.0 * rows * i * o for i, o in shapes)
-    times = []
-    with torch.inference_mode():
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            for (i, _), w in zip(shapes, ws):
-                torch.nn.functional.linear(xs[i], w)
-            times.append(time.perf_counter() - t0)
-    return flops / statistics.median(times[1:])
+
+    def rate(fn, weights) -> float:
+        times = []
+        with torch.inference_mode():
+            for _ in range(repeats + 1):
+                t0 = time.perf_counter()
+                for (i, _), w in zip(shapes, weights):
+                    fn(xs[i], w)
+                times.append(time.perf_counter() - t0)
+        return flops / statistics.median(times[1:])
+
+    plain = rate(torch.nn.functional.linear, ws)
+    packed = float("nan")
+    if lean._can_pack(ws[0]):
+        pk = lean._packed_linear(rows)
+        packed = rate(pk, [pk.pack(w) for w in ws])
+    return plain, packed
 
 
 def main() -> None:
@@ -126,11 +137,13 @@ def main() -> None:
     ctx = P + args.max_new_tokens // 2
     fpt = decode_flops_per_token(model, ctx)
     dt = dict(float32=torch.float32, bfloat16=torch.bfloat16, float16=torch.float16)[args.dtype]
-    peak = matmul_rate(model, rows_n, dt) if model.device.type == "cpu" else float("nan")
+    plain_rate, packed_rate = matmul_rate(model, rows_n, dt) if model.device.type == "cpu" else (float("nan"),) * 2
+    peak = max(plain_rate, packed_rate) if packed_rate == packed_rate else plain_rate
     print(f"  ratio ours/plain       {o / p:10.2f}x   (target >= {args.target_ratio})")
     print(f"  model FLOP/s           ours {o * fpt / 1e9:8.1f} GFLOP/s, model.generate {p * fpt / 1e9:8.1f} GFLOP/s "
           f"({fpt / 1e6:.0f} MFLOP/token at context {ctx})")
-    print(f"  matmul FLOP/s          {peak / 1e9:8.1f} GFLOP/s  (the decode step's linears, {rows_n} rows, {args.dtype})")
+    print(f"  matmul FLOP/s          {peak / 1e9:8.1f} GFLOP/s  (the decode step's linears, {rows_n} rows, {args.dtype}: "
+          f"F.linear {plain_rate / 1e9:.1f}, oneDNN prepacked {packed_rate / 1e9:.1f}; the better one)")
     print(f"  share of matmul rate   ours {o * fpt / peak:6.1%}, model.generate {p * fpt / peak:6.1%}   "
           f"(target >= {args.target_share:.0%})")
 

@@ -223,21 +223,32 @@ class TransformersEngine:
         model.eval()
         B = len(prompt_ids)
         P = max(len(p) for p in prompt_ids)
+        # each distinct prompt is run once (n samples of a prompt share it); its KV cache is then copied
+        slot: dict[tuple[int, ...], int] = {}
+        of_row = [slot.setdefault(tuple(p), len(slot)) for p in prompt_ids]
         pad = tok.pad_token_id
-        ids = torch.full((B, P), pad, dtype=torch.long)
-        mask = torch.zeros((B, P), dtype=torch.long)
-        for i, p in enumerate(prompt_ids):
+        ids = torch.full((len(slot), P), pad, dtype=torch.long)
+        mask = torch.zeros((len(slot), P), dtype=torch.long)
+        for p, i in slot.items():
             ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
             mask[i, P - len(p):] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         pos = _positions(mask)
-        dec = lean.LeanDecoder(model, B, P + params.max_new_tokens) if self.lean and lean.supports(model) else None
+        dec = lean.LeanDecoder(model, len(slot), P + params.max_new_tokens, rows=B) \
+            if self.lean and lean.supports(model) else None
         if dec is not None:
             past, logits = None, dec.prefill(ids, mask, pos)
         else:
             cache_kw = _cache_kwarg(model)
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
             past, logits = _cache_of(out), out.logits[:, -1, :]
+        if len(slot) < B:
+            expand = torch.tensor(of_row, device=dev)
+            if dec is not None:
+                dec.select(expand)
+            else:
+                past.batch_select_indices(expand)
+            logits, mask, pos = logits[expand], mask[expand], pos[expand]
         next_pos = pos[:, -1:] + 1
         eos = torch.tensor(sorted(self.eos_ids), device=dev)
         active = list(range(B))  # original row of each row still in the batch

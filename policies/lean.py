@@ -41,7 +41,9 @@ def supports(model: Any) -> bool:
 class LeanDecoder:
     """Prefill and one-token steps over a preallocated KV cache; rows can be dropped."""
 
-    def __init__(self, model: Any, batch: int, max_len: int):
+    def __init__(self, model: Any, batch: int, max_len: int, rows: int | None = None):
+        """``batch`` rows to prefill, a cache of ``max_len`` positions; ``rows``: the decode batch
+        (after `select` copies prompts for their samples), the row count the weights are packed for."""
         cfg = model.config
         inner = model.model
         self.model, self.inner = model, inner
@@ -51,14 +53,18 @@ class LeanDecoder:
         self.scale = self.head_dim ** -0.5
         p = next(model.parameters())
         self.dtype, self.device = p.dtype, p.device
+        self.linear = _packed_linear(rows or batch) if _can_pack(p) else _plain_linear
         self.layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
             w_qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], 0)
             b_qkv = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], 0) if a.q_proj.bias is not None else None
             w_gu = torch.cat([m.gate_proj.weight, m.up_proj.weight], 0)
-            self.layers.append((layer.input_layernorm, w_qkv, b_qkv, a.o_proj.weight, layer.post_attention_layernorm,
-                                w_gu, m.down_proj.weight))
+            self.layers.append((layer.input_layernorm, self.linear.pack(w_qkv), b_qkv, self.linear.pack(a.o_proj.weight),
+                                layer.post_attention_layernorm, self.linear.pack(w_gu),
+                                self.linear.pack(m.down_proj.weight)))
+        head = model.lm_head
+        self.head = (self.linear.pack(head.weight), getattr(head, "bias", None))
         shape = (batch, self.n_kv, max_len, self.head_dim)
         self.k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
@@ -77,9 +83,10 @@ class LeanDecoder:
         cos, sin = cos[:, None], sin[:, None]
         lo, hi = self.length, self.length + T
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
+        linear = self.linear
         for i, (ln1, w_qkv, b_qkv, w_o, ln2, w_gu, w_down) in enumerate(self.layers):
             h = ln1(x)
-            qkv = F.linear(h, w_qkv, b_qkv)
+            qkv = linear(h, w_qkv, b_qkv)
             q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
             q = q.view(B, T, H, D).transpose(1, 2)
             k = k.view(B, T, KV, D).transpose(1, 2)
@@ -89,11 +96,11 @@ class LeanDecoder:
             self.k[i][:, :, lo:hi] = k
             self.v[i][:, :, lo:hi] = v
             o = self._attend(q, self.k[i][:, :, :hi], self.v[i][:, :, :hi], mask)
-            x = x + F.linear(o.transpose(1, 2).reshape(B, T, H * D), w_o)
-            g, u = F.linear(ln2(x), w_gu).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(g) * u, w_down)
+            x = x + linear(o.transpose(1, 2).reshape(B, T, H * D), w_o)
+            g, u = linear(ln2(x), w_gu).chunk(2, dim=-1)
+            x = x + linear(F.silu(g) * u, w_down)
         self.length = hi
-        return self.model.lm_head(self.inner.norm(x[:, -1:, :]))[:, -1, :]
+        return linear(self.inner.norm(x[:, -1, :]), *self.head)
 
     def prefill(self, ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits after the (left-padded) prompts [B, P]."""
@@ -114,6 +121,34 @@ class LeanDecoder:
         self.k = [k[idx] for k in self.k]
         self.v = [v[idx] for v in self.v]
         self.valid = self.valid[idx]
+
+
+def _plain_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    return F.linear(x, w, b)
+
+
+_plain_linear.pack = lambda w: w  # type: ignore[attr-defined]
+
+
+def _can_pack(p: torch.Tensor) -> bool:
+    return (p.device.type == "cpu" and p.dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+class _packed_linear:
+    """Linear layers on oneDNN with weights reordered once per `generate` call into its blocked
+    layout (the prepacking torch.compile's freezing does on CPU). A plain `F.linear` repacks the
+    weight on every call; at decode-sized row counts that costs as much as the product:
+    `bench/generate.py` prints both rates."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+
+    def pack(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._reorder_linear_weight(w.detach(), self.rows)
+
+    def __call__(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
