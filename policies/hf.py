@@ -242,13 +242,12 @@ class TransformersEngine:
             cache_kw = _cache_kwarg(model)
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
             past, logits = _cache_of(out), out.logits[:, -1, :]
-        if len(slot) < B:
-            expand = torch.tensor(of_row, device=dev)
-            if dec is not None:
-                dec.select(expand)
-            else:
-                past.batch_select_indices(expand)
-            logits, mask, pos = logits[expand], mask[expand], pos[expand]
+        expand = torch.tensor(of_row, device=dev)
+        if dec is not None:
+            dec.select(expand)  # every sample row gets its prompt's cache
+        elif len(slot) < B:
+            past.batch_select_indices(expand)
+        logits, mask, pos = logits[expand], mask[expand], pos[expand]
         next_pos = pos[:, -1:] + 1
         eos = torch.tensor(sorted(self.eos_ids), device=dev)
         active = list(range(B))  # original row of each row still in the batch
@@ -260,7 +259,7 @@ class TransformersEngine:
         for t in range(params.max_new_tokens):
             logits = logits.float()
             # the sampling distribution's logprobs: logits / temperature (raw logits when greedy)
-            scaled = logits / params.temperature if params.temperature > 0 else logits
+            scaled = logits / params.temperature if params.temperature not in (0, 1) else logits  # x / 1 == x
             logp_all = F.log_softmax(scaled, dim=-1)
             if params.temperature == 0:
                 nxt = logits.argmax(-1)

@@ -39,11 +39,20 @@ def supports(model: Any) -> bool:
 
 
 class LeanDecoder:
-    """Prefill and one-token steps over a preallocated KV cache; rows can be dropped."""
+    """Prefill and one-token steps over preallocated KV caches; rows can be copied and dropped.
+
+    The cache is split in two, as in vLLM's and FlashInfer's cascade attention: the prompts'
+    keys and values (one copy per distinct prompt, from `prefill`) and the generated tokens' (one
+    per row). The n samples of a prompt read its prompt cache once per step, not n times; a
+    decode step's attention is bound by memory traffic on a CPU, so with GRPO's groups and long
+    system prompts this is most of its cost. One softmax runs over both parts (no merging of
+    partial sums), so the numbers are those of attention over the concatenated cache.
+    """
 
     def __init__(self, model: Any, batch: int, max_len: int, rows: int | None = None):
-        """``batch`` rows to prefill, a cache of ``max_len`` positions; ``rows``: the decode batch
-        (after `select` copies prompts for their samples), the row count the weights are packed for."""
+        """``batch`` prompts to prefill, ``max_len`` positions in all (prompt and new tokens);
+        ``rows``: the decode batch after `select` copies prompts for their samples (the row
+        count the weights are packed for)."""
         cfg = model.config
         inner = model.model
         self.model, self.inner = model, inner
@@ -65,62 +74,129 @@ class LeanDecoder:
                                 self.linear.pack(m.down_proj.weight)))
         head = model.lm_head
         self.head = (self.linear.pack(head.weight), getattr(head, "bias", None))
-        shape = (batch, self.n_kv, max_len, self.head_dim)
-        self.k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        self.v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        self.valid = torch.zeros((batch, 1, 1, max_len), dtype=torch.bool, device=self.device)
-        self.length = 0  # positions filled in the cache (the same for every row: prompts are left-padded)
+        self.batch, self.max_len = batch, max_len
+        self.kp: list[torch.Tensor] = []  # per layer [prompts, KV, P, D], from prefill
+        self.vp: list[torch.Tensor] = []
+        self.prompt_bias = torch.zeros(0)  # [prompts, 1, P]: 0 at prompt tokens, -inf at left padding
+        self.prompt_len = 0
+        self.new = 0  # generated positions filled (the same for every row)
+        self._rows(torch.arange(batch, device=self.device))
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        gqa = self.n_kv != self.n_heads
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
-
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Run the new tokens ids [B, T] at cache slots [length, length + T) with the given mask."""
-        B, T = ids.shape
-        x = self.inner.embed_tokens(ids)
-        cos, sin = self.inner.rotary_emb(x, positions)
-        cos, sin = cos[:, None], sin[:, None]
-        lo, hi = self.length, self.length + T
-        H, KV, D = self.n_heads, self.n_kv, self.head_dim
-        linear = self.linear
-        for i, (ln1, w_qkv, b_qkv, w_o, ln2, w_gu, w_down) in enumerate(self.layers):
-            h = ln1(x)
-            qkv = linear(h, w_qkv, b_qkv)
-            q, k, v = qkv.split([H * D, KV * D, KV * D], dim=-1)
-            q = q.view(B, T, H, D).transpose(1, 2)
-            k = k.view(B, T, KV, D).transpose(1, 2)
-            v = v.view(B, T, KV, D).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            self.k[i][:, :, lo:hi] = k
-            self.v[i][:, :, lo:hi] = v
-            o = self._attend(q, self.k[i][:, :, :hi], self.v[i][:, :, :hi], mask)
-            x = x + linear(o.transpose(1, 2).reshape(B, T, H * D), w_o)
-            g, u = linear(ln2(x), w_gu).chunk(2, dim=-1)
-            x = x + linear(F.silu(g) * u, w_down)
-        self.length = hi
-        return linear(self.inner.norm(x[:, -1, :]), *self.head)
+    def _rows(self, group: torch.Tensor) -> None:
+        """Row r samples from prompt group[r]; where it sits in its prompt's block of queries."""
+        self.group = group
+        self.slot = torch.zeros_like(group)
+        seen: dict[int, int] = {}
+        for r, g in enumerate(group.tolist()):
+            self.slot[r] = seen[g] = seen.get(g, -1) + 1
+        self.width = max(seen.values(), default=0) + 1  # queries per prompt block (padded)
 
     def prefill(self, ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Logits after the (left-padded) prompts [B, P]."""
-        P = ids.shape[1]
+        """Logits after the (left-padded) prompts [batch, P]."""
+        B, P = ids.shape
+        H, KV, D = self.n_heads, self.n_kv, self.head_dim
         key_ok = attention_mask.bool()
-        self.valid[:, 0, 0, :P] = key_ok
         causal = torch.ones((P, P), dtype=torch.bool, device=ids.device).tril()
         mask = (causal[None] & key_ok[:, None, :]) | torch.eye(P, dtype=torch.bool, device=ids.device)[None]
-        return self._forward(ids, positions, mask[:, None])  # a pad query sees itself only: no all-masked rows
+        mask = mask[:, None]  # a pad query sees itself only: no all-masked rows
+        self.prompt_bias = torch.zeros((B, 1, P), dtype=self.dtype, device=self.device).masked_fill_(
+            ~key_ok[:, None, :], float("-inf"))
+        self.prompt_len = P
+        gqa = self.n_kv != self.n_heads
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            q, k, v = (t.view(B, P, -1, D).transpose(1, 2) for t in (q, k, v))
+            self.kp.append(k.contiguous())
+            self.vp.append(v.contiguous())
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
+            return o.transpose(1, 2).reshape(B * P, H * D)
+
+        x = self._forward(ids.reshape(-1), positions.reshape(-1), attend)
+        return self._logits(x.view(B, P, -1)[:, -1])
 
     def step(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Logits after one more token per row: ids [B], positions [B]."""
-        self.valid[:, 0, 0, self.length] = True
-        return self._forward(ids[:, None], positions[:, None], self.valid[:, :, :, :self.length + 1])
+        """Logits after one more token per row: ids [rows], positions [rows]."""
+        B = ids.shape[0]
+        H, KV, D = self.n_heads, self.n_kv, self.head_dim
+        rep, W, U, t = H // KV, self.width, self.kp[0].shape[0], self.new
+        group, slot = self.group, self.slot
+        bias = self.prompt_bias[group]  # [rows, 1, P]
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            self.kn[i][:, :, t] = k.view(B, KV, D)
+            self.vn[i][:, :, t] = v.view(B, KV, D)
+            q = q.view(B, KV, rep, D)
+            # prompt part: each prompt's queries in one block [U, KV, W * rep, D] against its cache
+            qb = q.new_zeros((U, KV, W, rep, D))
+            qb[group, :, slot] = q
+            sp = torch.matmul(qb.view(U, KV, W * rep, D), self.kp[i].transpose(-1, -2))
+            sp = sp.view(U, KV, W, rep, -1)[group, :, slot]  # [B, KV, rep, P]
+            # generated part: per row
+            kn, vn = self.kn[i][:, :, :t + 1], self.vn[i][:, :, :t + 1]
+            sn = torch.matmul(q, kn.transpose(-1, -2))  # [B, KV, rep, t + 1]
+            s = torch.cat([sp.view(B, H, -1).add_(bias), sn.view(B, H, -1)], -1).mul_(self.scale)
+            a = s.softmax(-1)
+            ap, an = a.split([self.prompt_len, t + 1], -1)
+            o = torch.matmul(an.view(B, KV, rep, t + 1), vn)  # [B, KV, rep, D]
+            ab = a.new_zeros((U, KV, W, rep, self.prompt_len))
+            ab[group, :, slot] = ap.view(B, KV, rep, -1)
+            op = torch.matmul(ab.view(U, KV, W * rep, -1), self.vp[i]).view(U, KV, W, rep, D)[group, :, slot]
+            return o.add_(op).view(B, H * D)
+
+        x = self._forward(ids, positions, attend)
+        self.new = t + 1
+        return self._logits(x)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
+        """The decoder layers over tokens ids [N] at positions [N]; attention is ``attend``'s."""
+        x = self.inner.embed_tokens(ids)
+        cos, sin = self.inner.rotary_emb(x[None], positions[None])
+        cos, sin = cos[0, :, None], sin[0, :, None]  # [N, 1, D]
+        H, KV, D = self.n_heads, self.n_kv, self.head_dim
+        N = ids.shape[0]
+        linear = self.linear
+        for i, (ln1, w_qkv, b_qkv, w_o, ln2, w_gu, w_down) in enumerate(self.layers):
+            qkv = linear(_norm(ln1, x), w_qkv, b_qkv)
+            qk = qkv[:, :(H + KV) * D].view(N, H + KV, D)  # RoPE on q and k at once
+            qk = qk * cos + _rotate_half(qk) * sin
+            q, k = qk.split([H, KV], 1)
+            o = attend(i, q, k, qkv[:, (H + KV) * D:])
+            x = x + linear(o, w_o)
+            g, u = linear(_norm(ln2, x), w_gu).chunk(2, dim=-1)
+            x = x + linear(F.silu(g) * u, w_down)
+        return x
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(_norm(self.inner.norm, x), *self.head)
 
     def select(self, idx: torch.Tensor) -> None:
-        """Keep only these rows (finished rows leave the batch)."""
-        self.k = [k[idx] for k in self.k]
-        self.v = [v[idx] for v in self.v]
-        self.valid = self.valid[idx]
+        """Keep these rows, in this order (a row may be repeated: a prompt's n samples)."""
+        if not hasattr(self, "kn"):  # first call, after prefill: allocate the generated part
+            shape = (len(idx), self.n_kv, self.max_len - self.prompt_len, self.head_dim)
+            self.kn = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+            self.vn = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        else:
+            self.kn = [k[idx] for k in self.kn]
+            self.vn = [v[idx] for v in self.vn]
+        group = self.group[idx]
+        live = torch.unique(group)  # prompts with no row left leave the prompt cache
+        if len(live) < self.kp[0].shape[0]:
+            self.kp = [k[live] for k in self.kp]
+            self.vp = [v[live] for v in self.vp]
+            self.prompt_bias = self.prompt_bias[live]
+            group = torch.searchsorted(live, group)
+        self._rows(group)
+
+
+def _norm(ln: Any, x: torch.Tensor) -> torch.Tensor:
+    """The model's RMSNorm, as one fused op where it is the plain one (the same numbers in fp32)."""
+    eps = getattr(ln, "variance_epsilon", None)
+    if x.dtype == torch.float32 and eps is not None and type(ln).__name__ in _PLAIN_RMS:
+        return F.rms_norm(x, (x.shape[-1],), ln.weight, eps)
+    return ln(x)
+
+
+_PLAIN_RMS = {"LlamaRMSNorm", "Qwen2RMSNorm", "MistralRMSNorm"}
 
 
 def _plain_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:

@@ -206,6 +206,56 @@ def test_openai_client_errors(server):
         load(PolicyConfig(engine="openai"))
 
 
+def test_lean_decoder_rows_copied_and_dropped_unevenly():
+    """The lean decoder's split cache (one prompt cache per distinct prompt, one generated cache per
+    row): after prompts are copied to an uneven number of rows, and rows and whole prompts leave the
+    batch, every step's logits equal the transformers forward pass over each row's whole sequence."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from policies import lean
+    from policies.hf import _positions
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=96, intermediate_size=96, num_hidden_layers=2,
+                                         num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
+                                         pad_token_id=0)).eval()
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    P = 5
+    ids = torch.zeros((3, P), dtype=torch.long)
+    mask = torch.zeros((3, P), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):], mask[i, P - len(p):] = torch.tensor(p), 1
+    pos = _positions(mask)
+    seqs = [list(p) for p in prompts]
+
+    def reference(rows: list[list[int]]) -> torch.Tensor:
+        L = max(len(r) for r in rows)
+        x = torch.zeros((len(rows), L), dtype=torch.long)
+        m = torch.zeros((len(rows), L), dtype=torch.long)
+        for i, r in enumerate(rows):
+            x[i, L - len(r):], m[i, L - len(r):] = torch.tensor(r), 1
+        return model(input_ids=x, attention_mask=m, position_ids=_positions(m)).logits[:, -1]
+
+    with torch.inference_mode():
+        dec = lean.LeanDecoder(model, 3, P + 8)
+        logits = dec.prefill(ids, mask, pos)
+        assert torch.allclose(logits, reference(seqs), atol=1e-4)
+        rows = [0, 0, 0, 1, 2, 2]  # 3 samples of prompt 0, 1 of prompt 1, 2 of prompt 2
+        keeps = [None, [0, 1, 2, 3, 4, 5], [0, 2, 3, 5], [1, 2, 3], [0, 2], [1]]  # prompt 0's rows, then prompt 1 go
+        next_pos = pos[rows, -1] + 1
+        dec.select(torch.tensor(rows))
+        seqs = [list(seqs[r]) for r in rows]
+        for step, keep in enumerate(keeps):
+            if keep is not None and len(keep) < len(seqs):
+                dec.select(torch.tensor(keep))
+                seqs, next_pos = [seqs[k] for k in keep], next_pos[keep]
+            tok = torch.tensor([(7 * step + 3 * j) % 50 for j in range(len(seqs))])
+            logits = dec.step(tok, next_pos)
+            next_pos = next_pos + 1
+            seqs = [s + [t] for s, t in zip(seqs, tok.tolist())]
+            assert torch.allclose(logits, reference(seqs), atol=1e-4), step
+
+
 @pytest.mark.parametrize("arch", ["llama-gqa", "qwen2"])
 def test_lean_sampling_matches_transformers_forward(arch):
     """The lean decoder (policies/lean.py) gives the tokens and logprobs of model(...) with a cache,
