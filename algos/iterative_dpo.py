@@ -83,6 +83,10 @@ class IterativeDPOConfig(RunConfig):
     """clip the gradient norm (0: off)"""
 
 
+def _mask(r: Any) -> list[int] | None:
+    return list(r.loss_mask) if r.loss_mask is not None else None
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup
     s = start(IterativeDPOConfig, argv, "iterative_dpo")
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for g in range(0, len(rollouts), G):
                 ro, res = rollouts[g:g + G], results[g:g + G]
                 for c, r in build_pairs([x.reward for x in res], [len(x.completion_ids) for x in ro], cfg.pairs_per_task):
-                    pairs.append(Pair(list(ro[c].prompt_ids), list(ro[c].completion_ids), list(ro[r].completion_ids)))
+                    pairs.append(Pair(list(ro[c].prompt_ids), list(ro[c].completion_ids), list(ro[r].completion_ids),
+                                      _mask(ro[c]), _mask(ro[r])))  # tool results: no loss
             metrics = reward_metrics(results, rollouts)
             pairs = w.gather(pairs)  # every rank trains on its rows of the same minibatches of all ranks' pairs
             metrics["pref/pairs"] = len(pairs)

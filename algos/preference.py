@@ -56,6 +56,8 @@ class Pair:
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
+    chosen_mask: list[int] | None = None  # per completion token, 0 where a tool wrote it (no loss there)
+    rejected_mask: list[int] | None = None
 
 
 @dataclasses.dataclass
@@ -137,7 +139,8 @@ def pair_loss(model: Any, ref: Any, pairs: Sequence[Pair], pad_id: int, s: LossS
     n = len(pairs)
     count = float(n) if count is None else count
     batch = collate([p.prompt_ids for p in pairs] * 2, [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs],
-                    pad_id).to(next(model.parameters()).device)
+                    pad_id, [p.chosen_mask for p in pairs] + [p.rejected_mask for p in pairs]
+                    ).to(next(model.parameters()).device)
     total, avg = sequence_logps(model, batch)
     stats: dict[str, float] = {}
     if s.loss == "dpo":

@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # every rank fine-tunes on its rows of the same minibatches of the round's accepted completions (all ranks')
             accepted = w.gather([{"prompt": base.prompt_of(flat_tasks[i]), "response": rollouts[i].text,
                                   "reward": results[i].reward, "task_id": flat_tasks[i].id, "round": rnd + 1,
-                                  "ids": (list(rollouts[i].prompt_ids), list(rollouts[i].completion_ids))} for i in kept])
+                                  "ids": (list(rollouts[i].prompt_ids), list(rollouts[i].completion_ids),
+                                          list(rollouts[i].loss_mask) if rollouts[i].loss_mask is not None else None)}
+                                 for i in kept])
             metrics["rs/accepted"] = len(accepted)
             metrics["rs/tasks_solved"] = len({a["task_id"] for a in accepted}) / cfg.tasks_per_round
             if w.is_main:
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for lo in range(0, len(order), cfg.batch_size):
                     mb = w.strided([accepted[i]["ids"] for i in order[lo:lo + cfg.batch_size]])  # this rank's rows
                     set_lr(opt, warmup(cfg.lr, updates, cfg.warmup_steps))
-                    batch = collate([p for p, _ in mb], [c for _, c in mb], tok.pad_token_id).to(model.device) if mb else None
+                    batch = collate([p for p, _, _ in mb], [c for _, c, _ in mb], tok.pad_token_id,
+                                    [m for _, _, m in mb]).to(model.device) if mb else None  # tool results: no loss
                     tokens = w.sum(batch.completion_mask.sum().item() if mb else 0.0)  # the minibatch's, over every rank
                     loss = sft_loss(model, batch, tokens) if mb else None
                     update(opt, model, loss, cfg.grad_clip)

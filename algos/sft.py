@@ -103,16 +103,26 @@ class Examples:
         if cfg.data:
             self.rows = load_sft_rows(cfg.data)
 
-    def get(self, index: int) -> tuple[list[int], list[int]]:
+    def get(self, index: int) -> tuple[list[int], list[int], list[int] | None]:
+        """Prompt ids, response ids (EOS last) and the response's loss mask (None: every token)."""
         index += self.offset
         if self.rows is not None:
             prompt, response = self.rows[index % len(self.rows)]
+            parts = [(response, True)]
         else:
             base = self.env.unwrapped
             task = base.source.task(index, "train")
-            prompt, response = base.prompt_of(task), base.demonstration(task)
-        resp = self.tok(response, add_special_tokens=False)["input_ids"] + [self.eos]
-        return encode_prompt(self.tok, prompt), resp
+            prompt = base.prompt_of(task)
+            # environments with tools split off the tools' results: no loss there, as in the RL trainers
+            parts = base.demonstration_parts(task) if hasattr(base, "demonstration_parts") \
+                else [(base.demonstration(task), True)]
+        resp: list[int] = []
+        mask: list[int] = []
+        for text, trained in parts:  # each piece on its own, as an episode appends a tool's result
+            ids = self.tok(text, add_special_tokens=False)["input_ids"]
+            resp += ids
+            mask += [int(trained)] * len(ids)
+        return encode_prompt(self.tok, prompt), resp + [self.eos], (mask + [1] if 0 in mask else None)
 
 
 def sft_loss(model: Any, batch: Any, tokens: float | None = None) -> torch.Tensor:
@@ -174,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # ---------------------------------------------------------------- batch
             pairs = [data.get(position + i) for i in range(share.start, share.stop)]  # this rank's share
             position += cfg.batch_size
-            batch = collate([p for p, _ in pairs], [r for _, r in pairs], tok.pad_token_id).to(model.device)
+            batch = collate([p for p, _, _ in pairs], [r for _, r, _ in pairs], tok.pad_token_id,
+                            [m for _, _, m in pairs]).to(model.device)
             # ---------------------------------------------------------------- loss: response tokens only
             model.train()
             tokens = w.sum(batch.completion_mask.sum().item())  # the whole step's, over every rank

@@ -40,6 +40,7 @@ TOOL_INSTRUCTION = (
     "in <answer> </answer>.")
 _CALL = re.compile(r'<tool\s+name\s*=\s*"?(\w+)"?\s*>(.*?)</tool>\s*$', re.S)
 _RESULT = re.compile(r"<result>.*?</result>", re.S)
+_RESULT_BLOCK = re.compile(r"<result>.*?</result>\n?", re.S)  # as `run_tools` returns it
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 
@@ -166,6 +167,17 @@ class ToolMathEnv(TextEnv):
         value = calc(m.group(1))
         return (f"<think>\nThe calculator computes it.\n</think>\n<tool name=\"calc\">{m.group(1)}</tool>"
                 f"<result>{value}</result>\n<answer>{task.reference}</answer>")
+
+    def demonstration_parts(self, task: Task) -> list[tuple[str, bool]]:
+        """The demonstration as (text, trained) pieces: a tool's ``<result>`` block is the
+        environment's text, not the model's, so SFT takes no loss on it (as GRPO, PPO, rejection
+        sampling and iterative DPO do not); the rest is the model's."""
+        text, parts, last = self.demonstration(task), [], 0
+        for m in _RESULT_BLOCK.finditer(text):
+            parts += [(text[last:m.start()], True), (m.group(0), False)]
+            last = m.end()
+        parts.append((text[last:], True))
+        return [(t, trained) for t, trained in parts if t]
 
     # ---------------------------------------------------------------- gymnasium
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -3,6 +3,7 @@ loss mask, limits) with a scripted engine, the loss mask in the GRPO update, and
 with a policy that calls tools (real sandbox for the python tool)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from algos import episodes, grpo
 from envs.checker import check_env
 from envs.tools import calc
 from policies import PolicyConfig, Rollout, SamplingParams, load_model
+from policies.hf import collate
 
 
 def test_calculator_is_exact_and_only_arithmetic():
@@ -128,3 +130,72 @@ def test_sft_then_grpo_on_tool_math_calls_tools_end_to_end(tmp_path):
                    "temperature=1.0", "max_new_tokens=120", f"out={tmp_path / 'e'}"])
     samples = [json.loads(x) for x in open(tmp_path / "e" / "samples.jsonl")]
     assert len(samples) == 32 and any("<result>" in r["completion"] for r in samples)
+
+
+def test_sft_demonstrations_take_no_loss_at_tool_results():
+    from algos import sft
+
+    _, tok = load_model(PolicyConfig(model="tiny-sft"))
+    env = envs.make("toolmath")
+    base = env.unwrapped
+    cfg = sft.SFTConfig(env="toolmath")
+    data = sft.Examples(cfg, env, tok)
+    for i in range(20):
+        task = base.source.task(i, "train")
+        parts = base.demonstration_parts(task)
+        assert "".join(t for t, _ in parts) == base.demonstration(task)
+        _, resp, mask = data.get(i)
+        if "<result>" not in base.demonstration(task):
+            assert mask is None
+            continue
+        expr = re.search(r'<tool name="calc">(.*?)</tool>', base.demonstration(task)).group(1)
+        # the piece left out is exactly what the tool returns in an episode
+        assert [t for t, trained in parts if not trained] == base.run_tools([("calc", expr)])
+        assert len(mask) == len(resp) and resp[-1] == tok.eos_token_id and mask[-1] == 1
+        assert tok.decode([t for t, m in zip(resp, mask) if m == 0]) == parts[1][0]
+        assert tok.decode([t for t, m in zip(resp, mask) if m == 1][:-1]) == parts[0][0] + parts[2][0]
+        batch = collate([[1]], [resp], tok.pad_token_id, [mask])
+        assert batch.completion_mask[0, :len(resp)].tolist() == [float(m) for m in mask]
+        return
+    raise AssertionError("no demonstration with a tool call in 20 tasks")
+
+
+def _with_tool_tokens(rollouts):
+    """The same rollouts, as if the last 3 tokens of each were a tool's result."""
+    import dataclasses
+
+    return [[dataclasses.replace(r, loss_mask=tuple([1] * (len(r.completion_ids) - 3) + [0] * 3))
+             if len(r.completion_ids) > 3 else r for r in rs] for rs in rollouts]
+
+
+@pytest.mark.parametrize("algo", ["rejection_sampling", "iterative_dpo"])
+def test_rejection_sampling_and_iterative_dpo_take_no_loss_at_tool_tokens(algo, tmp_path, monkeypatch):
+    import importlib
+
+    from algos import preference
+
+    mod = importlib.import_module(f"algos.{algo}")
+    real_sample = mod.sample_and_score
+
+    def sample(*a, **k):
+        rollouts, results, tasks = real_sample(*a, **k)
+        flat = [r for rs in _with_tool_tokens([rollouts]) for r in rs]
+        return flat, results, tasks
+
+    seen = []
+    real_collate = preference.collate if algo == "iterative_dpo" else mod.collate
+
+    def collate(prompts, completions, pad, loss_masks=None):
+        batch = real_collate(prompts, completions, pad, loss_masks)
+        seen.append((completions, batch.completion_mask))
+        return batch
+
+    monkeypatch.setattr(mod, "sample_and_score", sample)
+    monkeypatch.setattr(preference if algo == "iterative_dpo" else mod, "collate", collate)
+    mod.main(["env=math", "max_new_tokens=48", "heldout_size=4", "rounds=1", "tasks_per_round=8", "samples_per_task=4",
+              "batch_size=4", "temperature=1.0", f"out={tmp_path}"])
+    assert seen, "no training batch"
+    for completions, cm in seen:
+        for i, c in enumerate(completions):
+            if len(c) > 3:  # the tool tokens are out of the loss, the model's are in
+                assert cm[i, len(c) - 3:len(c)].sum() == 0 and cm[i, :len(c) - 3].sum() == len(c) - 3
