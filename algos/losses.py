@@ -101,11 +101,19 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over token positions [N, T] (Schulman et al. 2016).
 
-    ``rewards`` and ``values`` are per token; positions where ``mask`` is 0 are padding after
-    the sequence end (value 0, not bootstrapped). Returns (advantages, returns = adv + values).
+    ``rewards`` and ``values`` are per token. Positions where ``mask`` is 0 are not the model's:
+    padding after the sequence end, or a tool's result inside it. They are skipped: the step after
+    a model token is the next model token, so the outcome reaches the turns before a tool call.
+    They get advantage and return 0. Returns (advantages, returns = adv + values).
     """
-    N, T = rewards.shape
     mask = mask.to(rewards.dtype)
+    holes = (mask[:, :-1] == 0) & (mask[:, 1:] > 0)  # a masked position with a model token after it
+    if bool(holes.any()):  # pack each row's model tokens to the left, estimate there, put them back
+        order = torch.sort((mask == 0).to(torch.int8), dim=1, stable=True).indices
+        adv_p, _ = gae(rewards.gather(1, order), values.gather(1, order), mask.gather(1, order), gamma, lam)
+        adv = torch.zeros_like(adv_p).scatter_(1, order, adv_p)
+        return adv, adv + values * mask
+    N, T = rewards.shape
     values = values * mask
     adv = torch.zeros_like(rewards)
     last = torch.zeros(N, dtype=rewards.dtype, device=rewards.device)

@@ -81,6 +81,25 @@ def test_gae_analytic_single_reward():
     assert adv[0].tolist() == pytest.approx([0.45 ** 2, 0.45, 1.0])
 
 
+def test_gae_skips_tool_tokens_inside_a_sequence():
+    """Tokens the environment wrote (mask 0 inside the sequence) are stepped over: the model's tokens
+    get the advantages of the same sequence without them, so the turn before a tool call sees the outcome."""
+    rng = np.random.default_rng(1)
+    mask = np.array([[1, 1, 0, 0, 1, 1, 0], [1, 0, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0]])
+    r, v = rng.normal(size=mask.shape), rng.normal(size=mask.shape)
+    adv, ret = losses.gae(torch.tensor(r), torch.tensor(v), torch.tensor(mask), 0.99, 0.9)
+    for i in range(3):
+        keep = mask[i] == 1
+        ref = _gae_loop(r[i, keep], v[i, keep], 0.99, 0.9)
+        assert adv[i, keep].numpy() == pytest.approx(ref)
+        assert ret[i, keep].numpy() == pytest.approx(ref + v[i, keep])
+        assert (adv[i, ~keep] == 0).all() and (ret[i, ~keep] == 0).all()
+    # the outcome alone (reward 1 at the last model token, values 0, gamma = lam = 1) reaches every model token
+    adv, _ = losses.gae(torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0]]), torch.zeros(1, 5),
+                        torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0]]), 1.0, 1.0)
+    assert adv[0].tolist() == [1.0, 1.0, 0.0, 0.0, 1.0]
+
+
 def test_preference_losses_by_hand():
     d = losses.dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5]), beta=0.1)
     assert d.item() == pytest.approx(math.log1p(math.exp(-0.1)))
