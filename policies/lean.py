@@ -141,8 +141,8 @@ class LeanDecoder:
             # generated part: per row
             kn, vn = self.kn[i][:, :, :t + 1], self.vn[i][:, :, :t + 1]
             sn = torch.matmul(q, kn.transpose(-1, -2))  # [B, KV, rep, t + 1]
-            s = torch.cat([sp.view(B, H, -1).add_(bias), sn.view(B, H, -1)], -1).mul_(self.scale)
-            a = s.softmax(-1)
+            s = torch.cat([sp.view(B, H, -1).add_(bias), sn.view(B, H, -1)], -1).float().mul_(self.scale)
+            a = s.softmax(-1).to(q.dtype)  # scores and softmax in fp32, as SDPA does for bf16
             ap, an = a.split([self.prompt_len, t + 1], -1)
             o = torch.matmul(an.view(B, KV, rep, t + 1), vn)  # [B, KV, rep, D]
             ab = a.new_zeros((U, KV, W, rep, self.prompt_len))

@@ -256,6 +256,30 @@ def test_lean_decoder_rows_copied_and_dropped_unevenly():
             assert torch.allclose(logits, reference(seqs), atol=1e-4), step
 
 
+def test_bfloat16_sampling_on_the_cpu_is_close_to_float32():
+    """policy.dtype=bfloat16 samples through the lean decoder (oneDNN bf16 on the CPU); the logprobs it
+    records stay close to the float32 model's for the same tokens (bench/bf16_cpu.py measures the gap)."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from policies import SamplingParams, lean, load_model
+    from policies.hf import TransformersEngine
+
+    _, tok = load_model(PolicyConfig(model="tiny"))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    assert lean.supports(half)
+    out = TransformersEngine(half, tok).generate(["Compute: 1 + 2", "x"], SamplingParams(n=3, max_new_tokens=20, seed=1))
+    flat = [r for rs in out for r in rs]
+    assert all(r.completion_ids for r in flat)
+    diffs = [abs(a - b) for r, lp in zip(flat, TransformersEngine(model, tok).logprobs(flat)) for a, b in zip(r.logprobs, lp)]
+    assert sum(diffs) / len(diffs) < 0.01 and max(diffs) < 0.1
+
+
 @pytest.mark.parametrize("arch", ["llama-gqa", "qwen2"])
 def test_lean_sampling_matches_transformers_forward(arch):
     """The lean decoder (policies/lean.py) gives the tokens and logprobs of model(...) with a cache,
