@@ -25,6 +25,7 @@ last prompt position needs logits).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -166,8 +167,7 @@ def main() -> None:
         prompt_rates = matmul_rate(model, len(distinct) * P, dt, head=False)
     else:
         rates = prompt_rates = (float("nan"), float("nan"))
-    peak = max(r for r in rates if r == r) if any(r == r for r in rates) else float("nan")
-    prompt_peak = max(r for r in prompt_rates if r == r) if any(r == r for r in prompt_rates) else float("nan")
+    peak, prompt_peak = (max((r for r in rs if not math.isnan(r)), default=float("nan")) for rs in (rates, prompt_rates))
 
     def share_all(name: str) -> float:  # matmul-only time of all the model's FLOPs / the time taken (median)
         return statistics.median((n * fpt / peak + prompt_flops / prompt_peak) / sec for n, sec in runs[name])

@@ -80,12 +80,14 @@ class LeanDecoder:
                                 self.linear.pack(m.down_proj.weight)))
         head = model.lm_head
         self.head = (self.linear.pack(head.weight), getattr(head, "bias", None))
-        self.batch, self.max_len = batch, max_len
+        self.max_len = max_len
         self.kp: list[torch.Tensor] = []  # per layer [prompts, KV, P, D], from prefill
         self.vp: list[torch.Tensor] = []
         self.prompt_bias = torch.zeros(0)  # [prompts, 1, P]: 0 at prompt tokens, -inf at left padding
         self.prompt_len = 0
         self.new = 0  # generated positions filled (the same for every row)
+        self.kn: list[torch.Tensor] | None = None  # per layer [rows, KV, max_len - P, D], from the first `select`
+        self.vn: list[torch.Tensor] | None = None
         self._rows(torch.arange(batch, device=self.device))
 
     def _rows(self, group: torch.Tensor) -> None:
@@ -101,7 +103,7 @@ class LeanDecoder:
     def prefill(self, ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits after the (left-padded) prompts [batch, P]."""
         B, P = ids.shape
-        H, KV, D = self.n_heads, self.n_kv, self.head_dim
+        H, D = self.n_heads, self.head_dim
         key_ok = attention_mask.bool()
         causal = torch.ones((P, P), dtype=torch.bool, device=ids.device).tril()
         mask = (causal[None] & key_ok[:, None, :]) | torch.eye(P, dtype=torch.bool, device=ids.device)[None]
@@ -124,6 +126,8 @@ class LeanDecoder:
     def step(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits after one more token per row: ids [rows], positions [rows]."""
         B = ids.shape[0]
+        if self.kn is None:  # no `select` after prefill: one row per prompt
+            self.select(torch.arange(self.kp[0].shape[0], device=self.device))
         H, KV, D = self.n_heads, self.n_kv, self.head_dim
         rep, W, U, t = H // KV, self.width, self.kp[0].shape[0], self.new
         group, slot = self.group, self.slot
@@ -178,7 +182,7 @@ class LeanDecoder:
 
     def select(self, idx: torch.Tensor) -> None:
         """Keep these rows, in this order (a row may be repeated: a prompt's n samples)."""
-        if not hasattr(self, "kn"):  # first call, after prefill: allocate the generated part
+        if self.kn is None or self.vn is None:  # first call, after prefill: allocate the generated part
             shape = (len(idx), self.n_kv, self.max_len - self.prompt_len, self.head_dim)
             self.kn = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
             self.vn = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
@@ -196,7 +200,7 @@ class LeanDecoder:
 
 
 def _norm(ln: Any, x: torch.Tensor) -> torch.Tensor:
-    """The model's RMSNorm, as one fused op where it is the plain one (the same numbers in fp32)."""
+    """The model's RMSNorm; ``F.rms_norm`` where it is the plain one (the same numbers in fp32, fewer ops)."""
     eps = getattr(ln, "variance_epsilon", None)
     if x.dtype == torch.float32 and eps is not None and type(ln).__name__ in _PLAIN_RMS:
         return F.rms_norm(x, (x.shape[-1],), ln.weight, eps)
