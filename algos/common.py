@@ -22,7 +22,7 @@ from algos import dist
 from algos.heldout import heldout_eval
 from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
-from policies.base import ServerDown
+from policies.base import PolicyError, ServerDown
 from verifiers.code import SandboxDown, raise_if_sandbox_down
 
 
@@ -275,7 +275,7 @@ def run_main(main: Callable[[list[str] | None], Any]) -> None:
     try:
         main(None)
         dist.world().close()
-    except (cfglib.ConfigError, envs.EnvError, FileNotFoundError, ImportError, dist.DistError) as e:
+    except (cfglib.ConfigError, envs.EnvError, PolicyError, FileNotFoundError, ImportError, dist.DistError) as e:
         if dist.world().is_main or not isinstance(e, cfglib.ConfigError):  # every rank sees the same bad config
             print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)

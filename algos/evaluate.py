@@ -511,8 +511,6 @@ def reverify(rows: list[dict[str, Any]], env_objs: dict[str, Any]) -> list[dict[
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (cfglib.ConfigError, envs.EnvError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    from algos.common import run_main  # the trainers' one-line errors (and exit 3 for a sandbox or server down)
+
+    run_main(main)

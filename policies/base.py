@@ -80,3 +80,6 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 class ServerDown(ConnectionError):
     """A generation server stayed unreachable past its retries: a trainer saves a checkpoint and stops."""
 
+
+class PolicyError(ValueError):
+    """A policy setting this machine cannot honour (device, dtype): the message names the value and the fix."""

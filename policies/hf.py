@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from policies import lean
-from policies.base import Prompt, Rollout, SamplingParams, truncate_at_stop
+from policies.base import PolicyError, Prompt, Rollout, SamplingParams, truncate_at_stop
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -27,13 +27,13 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but no CUDA GPU is available; use device=cpu")
+        raise PolicyError(f"policy.device={device!r} but no CUDA GPU is available; use policy.device=cpu (or auto)")
     return torch.device(device)
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not one of {sorted(DTYPES)}")
+        raise PolicyError(f"policy.dtype={dtype!r} is not one of {sorted(DTYPES)}; use policy.dtype=float32 or bfloat16")
     return DTYPES[dtype]
 
 

@@ -60,6 +60,13 @@ def test_help_on_the_command_line():
     assert p.returncode == 2 and "did you mean 'steps'" in p.stderr
     p = subprocess.run([sys.executable, "-m", "algos.sft", "env=mth"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "Did you mean: math" in p.stderr
+    # a policy setting this machine cannot honour: one line naming the value and the fix, trainer and evaluate alike
+    for module in ("algos.sft", "algos.evaluate"):
+        p = subprocess.run([sys.executable, "-m", module, "env=math", "policy.dtype=float8"], capture_output=True,
+                           text=True, timeout=120)
+        err = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and "Traceback" not in p.stderr, (module, p.stderr)
+        assert "policy.dtype='float8'" in err[-1] and "use policy.dtype=float32" in err[-1], (module, p.stderr)
 
 
 def test_real_models_get_safe_defaults_unless_set():
