@@ -104,27 +104,32 @@ class CodeVerifier:
         return self.verify_batch([completion], [reference])[0]
 
     def verify_batch(self, completions: Sequence[str], references: Sequence[dict[str, Any]]) -> list[Verdict]:
+        """One sandbox batch for every completion that gets as far as a job (`_prepare`)."""
         out: list[Verdict | None] = [None] * len(completions)
         jobs, idx, progs = [], [], []
         for i, (c, r) in enumerate(zip(completions, references)):
-            if not isinstance(c, str):
-                out[i] = Verdict(Status.ERROR, 0.0, None, {"error": f"completion must be a string, got {type(c).__name__}"})
+            got = self._prepare(c, r)
+            if isinstance(got, Verdict):
+                out[i] = got
                 continue
-            if not c.strip():
-                out[i] = Verdict(Status.NO_ANSWER, 0.0, None, {"reason": "empty completion"})
-                continue
-            try:
-                prog, job = job_for(c, r, self.timeout)
-            except ValueError as e:
-                out[i] = Verdict(Status.ERROR, 0.0, None, {"error": str(e)})
-                continue
-            jobs.append(job)
+            progs.append(got[0])
+            jobs.append(got[1])
             idx.append(i)
-            progs.append(prog)
         if jobs:
             for i, prog, res in zip(idx, progs, self.sandbox.run_many(jobs)):
                 out[i] = self._verdict(res, prog)
         return out  # type: ignore[return-value]
+
+    def _prepare(self, completion: Any, reference: dict[str, Any]) -> Verdict | tuple[str, Any]:
+        """The verdict already known without running anything, or (program, sandbox job)."""
+        if not isinstance(completion, str):
+            return Verdict(Status.ERROR, 0.0, None, {"error": f"completion must be a string, got {type(completion).__name__}"})
+        if not completion.strip():
+            return Verdict(Status.NO_ANSWER, 0.0, None, {"reason": "empty completion"})
+        try:
+            return job_for(completion, reference, self.timeout)
+        except ValueError as e:
+            return Verdict(Status.ERROR, 0.0, None, {"error": str(e)})
 
     def _verdict(self, res: Any, prog: str) -> Verdict:
         details = {"result": res.status, "tests": [t.status for t in res.tests], "seconds": round(res.seconds, 4)}

@@ -18,7 +18,7 @@ or the fraction of tests passed with ``partial=True``. A sandbox that could not 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from verifiers.code import CodeVerifier, extract_program
 from verifiers.verdict import Status, Verdict
@@ -46,42 +46,29 @@ class StdioVerifier(CodeVerifier):
         super().__init__(backend, image, workers, time_limit, partial, sandbox, daemon_wait)
         self.time_limit = time_limit
 
-    def verify_batch(self, completions: Sequence[str], references: Sequence[dict[str, Any]]) -> list[Verdict]:
+    def _prepare(self, completion: Any, ref: dict[str, Any]) -> Verdict | tuple[str, Any]:
         from sandbox import Job
         from sandbox.core import output_matches
 
-        out: list[Verdict | None] = [None] * len(completions)
-        jobs, idx, progs = [], [], []
-        for i, (c, ref) in enumerate(zip(completions, references)):
-            tests = ref.get("tests") if isinstance(ref, dict) else None
-            if not tests:
-                out[i] = Verdict(Status.ERROR, 0.0, None, {"error": "the reference has no tests"})
-                continue
-            checker = ref.get("checker", "lines")
-            try:
-                output_matches("", "", checker)
-            except ValueError as e:
-                out[i] = Verdict(Status.ERROR, 0.0, None, {"error": str(e)})
-                continue
-            if not isinstance(c, str) or not c.strip():
-                out[i] = Verdict(Status.NO_ANSWER, 0.0, None, {"reason": "empty completion"})
-                continue
-            prog = extract_program(c)
-            try:
-                compile(prog, "<program>", "exec")  # parsing only: nothing of the program runs here
-            except (SyntaxError, ValueError) as e:
-                out[i] = Verdict(Status.WRONG, 0.0, prog[:2000], {"verdict": "compile_error", "error": f"{type(e).__name__}: {e}",
-                                                                 "tests": [], "passed": 0, "total": len(tests)})
-                continue
-            jobs.append(Job(prog, tuple({"input": t["input"], "output": t["output"]} for t in tests), style="stdio",
-                            timeout=float(ref.get("time_limit", self.time_limit)), checker=checker,
-                            memory_mb=ref.get("memory_mb"), stop_early=not self.partial))
-            idx.append(i)
-            progs.append(prog)
-        if jobs:
-            for i, prog, res in zip(idx, progs, self.sandbox.run_many(jobs)):
-                out[i] = self._verdict(res, prog)
-        return out  # type: ignore[return-value]
+        tests = ref.get("tests") if isinstance(ref, dict) else None
+        if not tests:
+            return Verdict(Status.ERROR, 0.0, None, {"error": "the reference has no tests"})
+        checker = ref.get("checker", "lines")
+        try:
+            output_matches("", "", checker)
+        except ValueError as e:
+            return Verdict(Status.ERROR, 0.0, None, {"error": str(e)})
+        if not isinstance(completion, str) or not completion.strip():
+            return Verdict(Status.NO_ANSWER, 0.0, None, {"reason": "empty completion"})
+        prog = extract_program(completion)
+        try:
+            compile(prog, "<program>", "exec")  # parsing only: nothing of the program runs here
+        except (SyntaxError, ValueError) as e:
+            return Verdict(Status.WRONG, 0.0, prog[:2000], {"verdict": "compile_error", "error": f"{type(e).__name__}: {e}",
+                                                            "tests": [], "passed": 0, "total": len(tests)})
+        return prog, Job(prog, tuple({"input": t["input"], "output": t["output"]} for t in tests), style="stdio",
+                         timeout=float(ref.get("time_limit", self.time_limit)), checker=checker,
+                         memory_mb=ref.get("memory_mb"), stop_early=not self.partial)
 
     def _verdict(self, res: Any, prog: str) -> Verdict:
         short = prog if len(prog) <= 2000 else prog[:2000] + "..."
