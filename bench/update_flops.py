@@ -56,7 +56,7 @@ def main() -> None:
     if args.full_lm_head:
         import policies.hf
 
-        policies.hf._KEEP[type(model)] = False
+        policies.hf._FORWARD_PARAMS[type(model)] = policies.hf._forward_params(model) - {"logits_to_keep"}
     dtype = next(model.parameters()).dtype
     g = torch.Generator().manual_seed(0)
     V = model.config.vocab_size

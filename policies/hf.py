@@ -91,11 +91,25 @@ def collate(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequen
     return Batch(ids, att, cm, P)
 
 
-def _cache_kwarg(model: Any) -> str:
-    """transformers >= 5.2x calls the KV cache argument ``cache``; earlier releases ``past_key_values``."""
+_FORWARD_PARAMS: dict[type, frozenset[str]] = {}
+
+
+def _forward_params(model: Any) -> frozenset[str]:
+    """The keyword arguments ``model.forward`` takes, looked up once per model class."""
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cls = type(model)
+    if cls not in _FORWARD_PARAMS:
+        try:
+            _FORWARD_PARAMS[cls] = frozenset(inspect.signature(model.forward).parameters)
+        except (TypeError, ValueError):
+            _FORWARD_PARAMS[cls] = frozenset()
+    return _FORWARD_PARAMS[cls]
+
+
+def _cache_kwarg(model: Any) -> str:
+    """transformers >= 5.2x calls the KV cache argument ``cache``; earlier releases ``past_key_values``."""
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
 def _cache_of(out: Any) -> Any:
@@ -106,20 +120,9 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-_KEEP: dict[type, bool] = {}
-
-
 def _takes_logits_to_keep(model: Any) -> bool:
     """transformers' causal LMs compute the lm_head on the last N positions only with ``logits_to_keep=N``."""
-    import inspect
-
-    cls = type(model)
-    if cls not in _KEEP:
-        try:
-            _KEEP[cls] = "logits_to_keep" in inspect.signature(model.forward).parameters
-        except (TypeError, ValueError):
-            _KEEP[cls] = False
-    return _KEEP[cls]
+    return "logits_to_keep" in _forward_params(model)
 
 
 def token_logprobs(model: Any, batch: Batch, temperature: float = 1.0, with_entropy: bool = False):
@@ -223,7 +226,8 @@ class TransformersEngine:
         model.eval()
         B = len(prompt_ids)
         P = max(len(p) for p in prompt_ids)
-        # each distinct prompt is run once (n samples of a prompt share it); its KV cache is then copied
+        # each distinct prompt is run once (n samples of a prompt share it): the lean decoder shares its KV
+        # cache among them, the generic path copies it to each
         slot: dict[tuple[int, ...], int] = {}
         of_row = [slot.setdefault(tuple(p), len(slot)) for p in prompt_ids]
         pad = tok.pad_token_id
