@@ -263,11 +263,10 @@ def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout]) -> dict[
 
 
 def _tool_calls(r: Rollout) -> int | None:
-    """Tool results in a rollout (runs of 0 in its loss mask); None for a single-turn rollout."""
-    if r.loss_mask is None:
-        return None
-    m = r.loss_mask
-    return sum(1 for k, v in enumerate(m) if v == 0 and (k == 0 or m[k - 1] != 0))
+    """Tool results in a rollout; None for a single-turn rollout."""
+    from algos.episodes import tool_results
+
+    return None if r.loss_mask is None else tool_results(r.loss_mask)
 
 
 def run_main(main: Callable[[list[str] | None], Any]) -> None:

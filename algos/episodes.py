@@ -65,7 +65,7 @@ def generate(engine: Any, base: Any, tasks: Sequence[Any], params: SamplingParam
             said = tok.decode(ids, skip_special_tokens=True)
             end = said.rfind(TOOL_STOP)
             call = base.parse_call(said[:end + len(TOOL_STOP)]) if ro.finish_reason == "stop" and end >= 0 else None
-            used = sum(1 for m in _runs(mask[r]) if m == 0)
+            used = tool_results(mask[r])
             if call is not None and used < base.max_turns and len(seq[r]) < params.max_new_tokens:
                 calls.append(call)
                 callers.append(r)
@@ -90,6 +90,6 @@ def generate(engine: Any, base: Any, tasks: Sequence[Any], params: SamplingParam
     return out
 
 
-def _runs(mask: list[int]) -> list[int]:
-    """The values of the maximal runs of ``mask`` (a 0 run is one tool result)."""
-    return [v for k, v in enumerate(mask) if k == 0 or mask[k - 1] != v]
+def tool_results(mask: Sequence[int]) -> int:
+    """How many tool results a loss mask holds: its runs of 0."""
+    return sum(1 for k, v in enumerate(mask) if v == 0 and (k == 0 or mask[k - 1] != 0))

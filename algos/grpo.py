@@ -197,10 +197,11 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
     if cfg.max_off_policy_steps > 0 and n:  # stale samples: clip against the weights before this update (proximal
         with torch.no_grad():  # policy), weight each token by min(pi_prox / pi_sampler, is_cap): truncated IS
             prox = token_logprobs(model, batch, temperature=cfg.temperature)
-        is_w = torch.exp(prox - old_logp).clamp(max=cfg.is_cap) * mask
-        stats["policy/is_weight"] = [w.sum((is_w * mask).sum().item()) / max(w.sum(mask.sum().item()), 1.0)]
-        stats["policy/is_truncated"] = [w.sum(((torch.exp(prox - old_logp) > cfg.is_cap).float() * mask).sum().item())
-                                        / max(w.sum(mask.sum().item()), 1.0)]
+        ratio = torch.exp(prox - old_logp)
+        is_w = ratio.clamp(max=cfg.is_cap) * mask
+        n_tok = max(w.sum(mask.sum().item()), 1.0)
+        stats["policy/is_weight"] = [w.sum((is_w * mask).sum().item()) / n_tok]
+        stats["policy/is_truncated"] = [w.sum(((ratio > cfg.is_cap).float() * mask).sum().item()) / n_tok]
         old_logp = prox
     for _ in range(cfg.mu):
         for k in range(nmb):
