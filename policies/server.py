@@ -201,6 +201,16 @@ class Server:
                           "total_tokens": n_prompt + n_completion}}
 
 
+def send_json(handler: BaseHTTPRequestHandler, obj: Any, code: int = 200) -> None:
+    """One JSON response with its length (the connection stays open: HTTP/1.1)."""
+    data = json.dumps(obj).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -209,12 +219,7 @@ def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
             return
 
         def _send(self, code: int, obj: Any) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, obj, code)
 
         def _error(self, code: int, msg: str) -> None:
             self._send(code, {"error": {"message": msg, "type": "invalid_request_error" if code < 500 else "server_error",

@@ -8,14 +8,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
-def send_json(handler: BaseHTTPRequestHandler, obj: object, code: int = 200) -> None:
-    data = json.dumps(obj).encode()
-    handler.send_response(code)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
+from policies.server import send_json
 
 
 class FakeOpenAI:
