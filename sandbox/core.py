@@ -702,8 +702,6 @@ class Sandbox:
         for case in job.tests:
             res = self._exec({"style": "stdio", "program": job.program, "stdin": case["input"],
                               "memory_mb": job.memory_mb}, timeout)
-            same = output_matches(res.get("stdout", ""), case["output"], job.checker)
-            got, want = _lines(res.get("stdout", "")), _lines(case["output"])
             done = any(r.get("done") for r in res.get("reports", []))
             if "runner_error" in res:
                 st, err = "error", res["runner_error"]
@@ -715,9 +713,10 @@ class Sandbox:
                 st, err = "oom", None
             elif not done:
                 st, err = "error", (res.get("stderr") or "the program did not finish")[-300:]
-            elif same:
+            elif output_matches(res.get("stdout", ""), case["output"], job.checker):
                 st, err = "passed", None
             else:
+                got, want = _lines(res.get("stdout", "")), _lines(case["output"])
                 st, err = "failed", f"expected {len(want)} line(s), got {len(got)}; first difference at line " \
                                     f"{next((i + 1 for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)) + 1)}"
             tests.append(TestResult(st, res.get("seconds", 0.0), err))
