@@ -3,6 +3,7 @@
     python -m verifiers math  [FILE|-] [--workers N] [--timeout S] [--precision P]
     python -m verifiers format [FILE|-] [--mode soft|strict]
     python -m verifiers code  [FILE|-] [--backend docker|bwrap|unsafe-process] [--timeout S] [--daemon-wait S]
+    python -m verifiers audit [--area AREA] [-v]   # the project's adversarial cases (verifiers.audit)
 
 Reads JSON lines (``{"completion": ..., "answer": ...}``, other fields kept) and writes
 one JSON line per input line, in order, to standard output, adding ``status``,
@@ -71,9 +72,14 @@ def _verify_chunk(kind: str, verifier: Any, chunk: list, required: tuple[str, ..
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["audit"]:
+        from verifiers.audit import main as audit_main
+
+        return audit_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m verifiers", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="kind", required=True, metavar="{math,format,code}")
+    sub = parser.add_subparsers(dest="kind", required=True, metavar="{math,format,code,audit}")
     pm = sub.add_parser("math", help="final-answer equivalence; lines need 'completion' and 'answer'")
     pm.add_argument("file", nargs="?", default="-", help="JSON lines file, or - for standard input (default)")
     pm.add_argument("--workers", type=int, default=None, help="worker processes for sympy checks (default: CPU count)")

@@ -1,0 +1,1 @@
+"""Adversarial cases per area for ``python -m verifiers audit`` (see ``verifiers.audit``)."""
