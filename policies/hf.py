@@ -125,11 +125,71 @@ def _takes_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in _forward_params(model)
 
 
-def token_logprobs(model: Any, batch: Batch, temperature: float = 1.0, with_entropy: bool = False):
+# The lm_head, the logsumexp, the gather and the entropy of this many tokens at a time: about
+# 2^25 float32 logits (128 MB) per chunk, so the extra memory of `token_logprobs` is that of one
+# chunk, never rows x tokens x vocabulary.
+CHUNK_ELEMENTS = 1 << 25
+
+# causal LMs whose logits are exactly ``lm_head(final hidden state)`` (no soft-capping or scaling
+# after it), so the chunked path computes what ``model(...).logits`` would
+_PLAIN_HEAD = frozenset({"llama", "qwen2", "qwen3", "mistral"})
+
+
+def token_logprobs(model: Any, batch: Batch, temperature: float = 1.0, with_entropy: bool = False,
+                   chunk_size: int | None = None):
     """Per-token logprobs of the completion tokens, [B, C] (and per-token entropy if asked).
 
-    Differentiable: this is the training-time recomputation of `Rollout.logprobs`.
+    Differentiable: this is the training-time recomputation of `Rollout.logprobs`. The model runs
+    to its final hidden states; the lm_head then sees only the real completion positions, a chunk
+    of ``chunk_size`` tokens at a time (default: about `CHUNK_ELEMENTS` logits), through
+    `ChunkedLogprobs`, which recomputes each chunk's logits in the backward pass. Padding positions
+    get 0. ``chunk_size=0`` (and models whose head is not a plain linear layer) take the full path:
+    the logits of every completion position at once, in float32.
     """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    plain = (chunk_size != 0 and type(head) is torch.nn.Linear
+             and getattr(getattr(model, "config", None), "model_type", None) in _PLAIN_HEAD)
+    if not plain:
+        return _token_logprobs_full(model, batch, temperature, with_entropy)
+    P = batch.prompt_len
+    C = batch.input_ids.shape[1] - P
+    keep = _takes_logits_to_keep(model)
+    real = batch.attention_mask[:, P:].bool()
+    targets = batch.input_ids[:, P:][real]
+    hidden: list[torch.Tensor] = []
+
+    # The head runs inside the model's forward (under FSDP its weight is gathered only there), on an
+    # empty slice; its output is replaced by the chunked logprobs of the hidden states it was given.
+    def capture(mod: Any, args: tuple) -> tuple:
+        hidden.append(args[0])
+        return (args[0][:, :0],)
+
+    def chunked(mod: Any, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        h = hidden.pop()
+        h = h[:, :-1] if keep else h[:, P - 1:-1]  # the state before each completion token
+        n = chunk_size or max(1, CHUNK_ELEMENTS // mod.weight.shape[0])
+        lp, ent = ChunkedLogprobs.apply(h[real], mod.weight, mod.bias, targets, temperature, n, with_entropy)
+        both = lp.new_zeros((*real.shape, 2))  # [B, C, (logp, entropy)], 0 at padding
+        both[real] = torch.stack([lp, ent], -1)
+        return both
+
+    hooks = [head.register_forward_pre_hook(capture), head.register_forward_hook(chunked)]
+    try:
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=_positions(batch.attention_mask), use_cache=False,
+                    **({"logits_to_keep": C + 1} if keep else {}))
+    finally:
+        for hk in hooks:
+            hk.remove()
+    logp, entropy = out.logits.unbind(-1)
+    return (logp, entropy) if with_entropy else logp
+
+
+def _token_logprobs_full(model: Any, batch: Batch, temperature: float = 1.0, with_entropy: bool = False):
+    """`token_logprobs` the direct way: the float32 logits of every completion position, a full
+    log_softmax and (for the entropy) its exp, [B, C, vocabulary] each. Kept as the reference the
+    chunked path is tested against, for models whose head is not plain, and for
+    ``bench/update_memory.py --path old``."""
     P = batch.prompt_len
     C = batch.input_ids.shape[1] - P
     kw = {"logits_to_keep": C + 1} if _takes_logits_to_keep(model) else {}  # the lm_head only where it is read
@@ -145,6 +205,85 @@ def token_logprobs(model: Any, batch: Batch, temperature: float = 1.0, with_entr
         return logp
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy
+
+
+def _chunk_stats(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                 temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunk's tempered float32 logits z [n, V], their logsumexp [n] and the targets' z [n]."""
+    z = F.linear(h, weight, bias)  # the product in the model's dtype, the reductions in float32 (or float64)
+    z = z.to(torch.promote_types(z.dtype, torch.float32))
+    if temperature != 1.0:
+        z = z / temperature
+    return z, torch.logsumexp(z, -1), z.gather(-1, targets[:, None]).squeeze(-1)
+
+
+class ChunkedLogprobs(torch.autograd.Function):
+    """log softmax(h W^T + b)[target] / temperature and the entropy of that distribution, for
+    hidden states h [N, H], a chunk of tokens at a time, as Liger-Kernel's fused linear
+    cross-entropy does: no [N, V] tensor is kept. The forward saves h, the targets and per token
+    the logsumexp and the entropy; the backward recomputes each chunk's logits and takes, with
+    z = logits / T, p = softmax(z), logp = z[target] - lse, H = -sum p log p:
+
+        d logp / dz = onehot(target) - p,     dH / dz = -p (log p + H),
+
+    then d/d logits = (g_logp d logp/dz + g_H dH/dz) / T, grad_h = that @ W, grad_W += that^T @ h
+    (accumulated in float32), grad_b += its column sums.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                temperature: float, chunk: int, with_entropy: bool):
+        N, acc = h.shape[0], torch.promote_types(h.dtype, torch.float32)
+        logp, lse, ent = h.new_empty(N, dtype=acc), h.new_empty(N, dtype=acc), h.new_zeros(N, dtype=acc)
+        for s in range(0, N, chunk):
+            z, lse[s:s + chunk], zt = _chunk_stats(h[s:s + chunk], weight, bias, targets[s:s + chunk], temperature)
+            logp[s:s + chunk] = zt - lse[s:s + chunk]
+            if with_entropy:
+                z.sub_(lse[s:s + chunk, None])  # log p
+                ent[s:s + chunk] = -(z.exp() * z).sum(-1)
+        ctx.save_for_backward(h, weight, bias, targets, lse, ent)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.set_materialize_grads(False)  # an output nothing depends on (the logged entropy) gets None
+        if not with_entropy:
+            ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, g_logp: torch.Tensor | None, g_ent: torch.Tensor | None):
+        h, weight, bias, targets, lse, ent = ctx.saved_tensors
+        T, chunk = ctx.temperature, ctx.chunk
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(h) if need_h else None
+        acc = lse.dtype
+        grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=acc) if need_b and bias is not None else None
+        if g_logp is None and g_ent is None:
+            return None, None, None, None, None, None, None
+        for s in range(0, h.shape[0], chunk):
+            sl = slice(s, s + chunk)
+            hc = h[sl]
+            z, _, _ = _chunk_stats(hc, weight, bias, targets[sl], T)
+            z.sub_(lse[sl, None])  # log p
+            p = z.exp()
+            if g_ent is not None:  # -p (log p + H) g_H
+                g = z.add_(ent[sl, None]).mul_(p).mul_(-g_ent[sl, None])
+                if g_logp is not None:
+                    g.addcmul_(p, g_logp[sl, None], value=-1.0)
+            else:
+                g = p.mul_(-g_logp[sl, None])
+            if g_logp is not None:
+                g.scatter_add_(-1, targets[sl, None], g_logp[sl, None])
+            if T != 1.0:
+                g.div_(T)
+            g = g.to(h.dtype)
+            if need_h:
+                grad_h[sl] = g @ weight
+            if need_w:
+                grad_w.add_(g.t() @ hc)
+            if grad_b is not None:
+                grad_b.add_(g.sum(0))
+        return (grad_h, grad_w.to(weight.dtype) if grad_w is not None else None,
+                grad_b.to(bias.dtype) if grad_b is not None else None, None, None, None, None)
 
 
 def _filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
