@@ -1,10 +1,32 @@
-"""Verifiable instruction following (IFEval): our checkers for the 25 instruction types.
+"""Verifiable instruction following (IFEval): our checkers for the 25 instruction types, in two modes.
 
 Each checker is a pure function ``(response, **kwargs) -> bool`` with the published meaning of the
 instruction (Zhou et al. 2023, "Instruction-Following Evaluation for Large Language Models").
 `follows` runs one instruction in ``strict`` mode (the response as it is) or ``loose`` mode (also
 the response without its first line, without its last line, without both, and each of those with
 markdown asterisks removed: followed if any variant follows).
+
+Two definitions (``mode``):
+
+* ``"benchmark"``: lm-eval's definition (``lm_eval/tasks/ifeval``), checker for checker; used by
+  ``algos.evaluate`` and the alignment-tax suite, so reported IFEval numbers stay comparable. It is
+  lenient where lm-eval is: "." follows "no commas", ``42`` is JSON, "My answer is yes. My answer
+  is no." follows "choose one", a keyword may sit inside another word.
+* ``"train"`` (the reward of ``envs.make("ifeval")``): every benchmark rule, plus what a reward
+  needs so that RL cannot learn silence or junk. The text is also read after `fold` (NFKC, format
+  characters such as zero-width spaces removed, Cyrillic/Greek look-alikes mapped to Latin, and
+  once more with combining marks removed); a count under an upper bound ("less than") is the largest
+  over these readings, a count under a lower bound ("at least") the smallest, and a forbidden word
+  found in any reading is used. Stricter per instruction: JSON must be an object or array with
+  content; placeholders, highlights, titles, bullets, sections and paragraphs count only with a word
+  inside; a postscript needs text after its marker; quotes need a text inside; the two responses
+  must each have substance and differ in words; "choose one" takes exactly one option; a keyword
+  counts as a whole word (plural/possessive allowed) for "at least" and as lm-eval's substring for
+  "less than"; sentences counted toward "at least" need two words with letters; any comma-like
+  character (fullwidth, low-9, ideographic, ...) breaks "no commas"; a text that langdetect cannot
+  classify does not pass a language or case check. And the whole response must address the prompt
+  (`degenerate`): a minimum number of words of its own (`min_words`, from the prompt's own limits
+  and what it asks for), not a copy of the prompt, not one phrase repeated.
 
 Nothing downloads, at import or at run time. Where the reference leans on NLTK, the text
 processing is ours, deterministic and documented:
@@ -13,14 +35,14 @@ processing is ours, deterministic and documented:
   ``RegexpTokenizer(r"\\w+")``;
 * **sentences** end at ``.``, ``!`` or ``?`` (repeats and closing quotes/brackets included) followed
   by whitespace or the end of the text, except after a common abbreviation (Mr., Dr., e.g., etc.,
-  ...), a single capital letter (an initial) or a number's decimal point; a line break after text
-  also ends one (a list item or heading with no final period is a sentence). The reference uses
-  NLTK's punkt model or its own regexes, which split list items without periods differently;
+  ...), a single capital letter (an initial) or a number's decimal point. A line break does not end
+  a sentence (NLTK's punkt, which lm-eval uses, splits only at sentence punctuation: a hard-wrapped
+  sentence is one sentence, and so are list items without a final period);
 * **capital words** (``capital_word_frequency``) are word tokens, contractions kept whole, whose
   letters are all upper case ("I" counts, as in the reference's ``word_tokenize``);
 * **language** is detected with ``langdetect`` (its profiles ship in the package), seeded so that
-  the same text always gets the same verdict; a text it cannot classify counts as followed, as in
-  the reference.
+  the same text always gets the same verdict; a text it cannot classify counts as followed in the
+  benchmark mode, as in the reference.
 
 The completion given to a checker is the text after ``</think>`` (inside ``<answer>...</answer>``
 when that block is there); a completion whose last ``<think>`` is never closed has no response.
@@ -31,6 +53,7 @@ from __future__ import annotations
 import collections
 import json
 import re
+import unicodedata
 from typing import Any, Callable, Sequence
 
 from verifiers.verdict import Status, Verdict
@@ -63,19 +86,18 @@ def count_words(text: str) -> int:
 def split_sentences(text: str) -> list[str]:
     """Our sentence splitter (see the module docstring); returns the non-empty sentences."""
     out = []
-    for line in text.split("\n"):
-        start = 0
-        for m in _END.finditer(line):
-            before = line[start:m.start()]
-            last = before.split()[-1].lower() if before.split() else ""
-            if m.group(0).startswith(".") and len(m.group(0).rstrip("\"'”’)]")) == 1:
-                token = last.lstrip("(\"'“‘[")
-                if token in _ABBREV or (len(token) == 1 and token.isalpha()):
-                    continue  # "Dr. Smith", "J. R. R. Tolkien"
-            out.append(line[start:m.end()])
-            start = m.end()
-        out.append(line[start:])
-    return [s.strip() for s in out if any(c.isalnum() for c in s)]
+    start = 0
+    for m in _END.finditer(text):
+        before = text[start:m.start()]
+        last = before.split()[-1].lower() if before.split() else ""
+        if m.group(0).startswith(".") and len(m.group(0).rstrip("\"'”’)]")) == 1:
+            token = last.lstrip("(\"'“‘[")
+            if token in _ABBREV or (len(token) == 1 and token.isalpha()):
+                continue  # "Dr. Smith", "J. R. R. Tolkien"
+        out.append(text[start:m.end()])
+        start = m.end()
+    out.append(text[start:])
+    return [" ".join(s.split()) for s in out if any(c.isalnum() for c in s)]
 
 
 def count_sentences(text: str) -> int:
@@ -293,6 +315,322 @@ CHECKERS: dict[str, Callable[..., bool]] = {
 }
 
 
+# ------------------------------------------------------------------------------ the training mode
+
+MODES = ("train", "benchmark")
+
+# Cyrillic, Greek and Armenian letters drawn like Latin ones (Unicode's confusables, the letters only)
+_CONFUSABLES = str.maketrans(dict(zip(
+    "аеорсухіјѕԁһӏԛԝѵүɑ" "АВЕКМНОРСТУХІЈЅԀԚԜҮӀ" "αονριкκυχϲϳε" "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ" "օսհոցՕՍıȷ",
+    "aeopcyxijsdhlqwvya" "ABEKMHOPCTYXIJSDQWYI" "aovpikkuxcje" "ABEZHIKMNOPTYX" "ouhngOUij")))
+# invisible letters that are not format characters (Hangul fillers, Khmer inherent vowels, CGJ)
+_INVISIBLE = dict.fromkeys(map(ord, "\u115f\u1160\u3164\uffa0\u17b4\u17b5\u034f"))
+# every character drawn as a comma: ASCII, fullwidth, small, low-9 quotes, ideographic, Arabic, ...
+COMMA_LIKE = ",\uff0c\ufe50\ufe51\u201a\u201e\u3001\uff64\u060c\u2e41\u2e34\u055d\u07f8\u1363\u1802\u1808\ua4fe\ua60d" \
+             "\ua6f5\ufe10\ufe11\u02cf"
+
+
+def fold(text: str) -> str:
+    """The training mode's reading of a text: format characters (zero-width spaces, soft hyphens,
+    joiners) and invisible fillers removed, NFKC (fullwidth, ligatures, math letters), then
+    Cyrillic/Greek/Armenian look-alikes mapped to their Latin letters."""
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf").translate(_INVISIBLE)
+    return unicodedata.normalize("NFKC", text).translate(_CONFUSABLES)
+
+
+def _strip_marks(text: str) -> str:
+    return unicodedata.normalize("NFC", "".join(c for c in unicodedata.normalize("NFD", text)
+                                               if unicodedata.category(c) != "Mn"))
+
+
+def readings(text: str) -> list[str]:
+    """The text as written, `fold`-ed, and folded without combining marks (distinct ones only)."""
+    f = fold(text)
+    return list(dict.fromkeys([text, f, _strip_marks(f)]))
+
+
+def _count(texts: list[str], count: Callable[[str], int], relation: str, threshold: int) -> bool:
+    """Compare the count of every reading: the largest under "less than", the smallest under "at least"."""
+    counts = [count(t) for t in texts]
+    return _compare(max(counts) if relation == "less than" else min(counts), relation, threshold)
+
+
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def content_words(text: str) -> list[str]:
+    """Folded, lower-cased word tokens with a letter and at least two characters ("a", "I", "42",
+    "_" are not counted)."""
+    return [w for w in _WORD.findall(fold(text).lower()) if len(w) > 1 and _LETTER.search(w)]
+
+
+def _has_words(text: str, n: int = 1) -> bool:
+    return sum(1 for w in _WORD.findall(fold(text)) if _LETTER.search(w)) >= n
+
+
+def _kw_pattern(keyword: str) -> re.Pattern[str]:
+    """A keyword as a whole word (edges not inside a word), plural or possessive allowed."""
+    return re.compile(r"(?<!\w)" + re.escape(keyword) + r"(?:s|es|'s|’s)?(?!\w)", re.IGNORECASE)
+
+
+def _paired(r: str, keyword: str) -> list[tuple[str, str]]:
+    """(text reading, keyword reading) pairs: as written with as written, folded with folded, ..."""
+    f, fk = fold(r), fold(keyword)
+    return [(r, keyword), (f, fk), (_strip_marks(f), _strip_marks(fk))]
+
+
+def t_keywords_existence(r: str, *, keywords: Sequence[str]) -> bool:
+    return all(all(_kw_pattern(k2).search(t) for t, k2 in _paired(r, k)) for k in keywords)
+
+
+def t_keyword_frequency(r: str, *, keyword: str, frequency: int, relation: str) -> bool:
+    pairs = _paired(r, keyword)
+    if relation == "less than":  # every occurrence, even inside other words (lm-eval's count), in any reading
+        n = max(len(re.findall(re.escape(k2), t, flags=re.IGNORECASE)) for t, k2 in pairs)
+    else:
+        n = min(len(_kw_pattern(k2).findall(t)) for t, k2 in pairs)
+    return _compare(n, relation, frequency)
+
+
+def t_forbidden_words(r: str, *, forbidden_words: Sequence[str]) -> bool:
+    return not any(re.search(r"\b" + re.escape(w2) + r"\b", t, flags=re.IGNORECASE)
+                   for w in forbidden_words for t, w2 in _paired(r, w))
+
+
+def t_letter_frequency(r: str, *, letter: str, let_frequency: int, let_relation: str) -> bool:
+    return _count(readings(r), lambda t: t.lower().count(letter.lower()), let_relation, let_frequency)
+
+
+def count_letter_words(text: str) -> int:
+    """Words with a letter (what the training mode counts toward "at least N words")."""
+    return sum(1 for w in _WORD.findall(text) if _LETTER.search(w))
+
+
+def count_full_sentences(text: str) -> int:
+    """Sentences with two words with letters (what the training mode counts toward "at least N sentences")."""
+    return sum(1 for s in split_sentences(text) if _has_words(s, 2))
+
+
+def count_capital_words(text: str, min_letters: int = 1) -> int:
+    """Word tokens in capitals; the training mode counts those of two letters or more toward "at least"."""
+    return sum(1 for w in _word_tokens(text) if w.isupper() and len(_LETTER.findall(w)) >= min_letters)
+
+
+def t_number_words(r: str, *, num_words: int, relation: str) -> bool:
+    return _count(readings(r), count_words if relation == "less than" else count_letter_words, relation, num_words)
+
+
+def t_number_sentences(r: str, *, num_sentences: int, relation: str) -> bool:
+    return _count(readings(r), count_sentences if relation == "less than" else count_full_sentences, relation,
+                  num_sentences)
+
+
+def t_capital_word_frequency(r: str, *, capital_frequency: int, capital_relation: str) -> bool:
+    least = 1 if capital_relation == "less than" else 2
+    return _count(readings(r), lambda t: count_capital_words(t, least), capital_relation, capital_frequency)
+
+
+def t_no_comma(r: str) -> bool:
+    return not any(c in COMMA_LIKE for t in readings(r) for c in t)
+
+
+def t_json_format(r: str) -> bool:
+    if not json_format(r):
+        return False
+    v = r.strip()
+    for fence in ("```json", "```Json", "```JSON", "```"):
+        if v.startswith(fence):
+            v = v[len(fence):]
+            break
+    return isinstance(value := json.loads(v.removesuffix("```").strip()), (dict, list)) and _json_content(value)
+
+
+def _json_content(v: Any) -> bool:
+    """Whether a JSON value holds anything: a word in a key or a string, a number, a boolean."""
+    if isinstance(v, dict):
+        return any(_has_words(k) or _json_content(x) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_json_content(x) for x in v)
+    if isinstance(v, str):
+        return _has_words(v)
+    return v is not None
+
+
+def t_number_placeholders(r: str, *, num_placeholders: int) -> bool:
+    return sum(1 for p in re.findall(r"\[([^\[\]]*)\]", fold(r)) if _has_words(p)) >= num_placeholders
+
+
+def t_number_highlighted_sections(r: str, *, num_highlights: int) -> bool:
+    r = fold(r)
+    n = sum(1 for h in re.findall(r"\*[^\n\*]*\*", r) if _has_words(h))
+    n += sum(1 for h in re.findall(r"\*\*[^\n\*]*\*\*", r) if _has_words(h))
+    return n >= num_highlights
+
+
+def t_title(r: str) -> bool:
+    return any(_has_words(t) for t in re.findall(r"<<[^\n]+>>", fold(r)))
+
+
+def t_number_bullet_lists(r: str, *, num_bullets: int) -> bool:
+    stars = re.findall(r"^\s*\*[^\*].*$", r, flags=re.MULTILINE)
+    dashes = re.findall(r"^\s*-.*$", r, flags=re.MULTILINE)
+    return len(stars) + len(dashes) == num_bullets and all(_has_words(b, 2) for b in stars + dashes)
+
+
+def t_multiple_sections(r: str, *, section_spliter: str, num_sections: int) -> bool:
+    parts = re.split(r"\s?" + re.escape(section_spliter) + r"\s?\d+\s?", r)
+    return len(parts) - 1 >= num_sections and all(_has_words(p, 2) for p in parts[1:])
+
+
+def _paragraphs_have_words(parts: list[str]) -> bool:
+    return all(_has_words(p, 2) for p in parts if p.strip())
+
+
+def t_number_paragraphs(r: str, *, num_paragraphs: int) -> bool:
+    return number_paragraphs(r, num_paragraphs=num_paragraphs) and _paragraphs_have_words(re.split(r"\s?\*\*\*\s?", r))
+
+
+def t_nth_paragraph_first_word(r: str, *, num_paragraphs: int, nth_paragraph: int, first_word: str) -> bool:
+    return (nth_paragraph_first_word(r, num_paragraphs=num_paragraphs, nth_paragraph=nth_paragraph,
+                                     first_word=first_word) and _paragraphs_have_words(re.split(r"\n\n", r)))
+
+
+def t_postscript(r: str, *, postscript_marker: str) -> bool:
+    low = fold(r).lower()
+    if postscript_marker == "P.P.S":
+        pattern = r"p\.\s?p\.\s?s\.?"
+    elif postscript_marker == "P.S.":
+        pattern = r"p\.\s?s\."
+    else:
+        pattern = re.escape(postscript_marker.lower())
+    return any(_has_words(low[m.end():], 2) for m in re.finditer(pattern, low))
+
+
+def t_quotation(r: str) -> bool:
+    return quotation(r) and _has_words(r.strip()[1:-1], 2)
+
+
+def t_two_responses(r: str, **_: Any) -> bool:
+    if not two_responses(r):
+        return False
+    a, b = [p for p in r.split("******") if p.strip()]
+    return content_words(a) != content_words(b) and all(len(content_words(p)) >= 3 for p in (a, b))
+
+
+def t_constrained_response(r: str) -> bool:
+    f = fold(r)
+    return sum(1 for o in CONSTRAINED_OPTIONS if o in f) == 1  # one option, not all of them at once
+
+
+def t_response_language(r: str, *, language: str) -> bool:
+    return detect_language(r) == language
+
+
+def t_english_capital(r: str) -> bool:
+    return r.isupper() and detect_language(r) == "en"
+
+
+def t_english_lowercase(r: str) -> bool:
+    return r.islower() and detect_language(r) == "en"
+
+
+TRAIN_CHECKERS: dict[str, Callable[..., bool]] = {
+    "change_case:capital_word_frequency": t_capital_word_frequency,
+    "change_case:english_capital": t_english_capital,
+    "change_case:english_lowercase": t_english_lowercase,
+    "combination:two_responses": t_two_responses,
+    "detectable_content:number_placeholders": t_number_placeholders,
+    "detectable_content:postscript": t_postscript,
+    "detectable_format:constrained_response": t_constrained_response,
+    "detectable_format:json_format": t_json_format,
+    "detectable_format:multiple_sections": t_multiple_sections,
+    "detectable_format:number_bullet_lists": t_number_bullet_lists,
+    "detectable_format:number_highlighted_sections": t_number_highlighted_sections,
+    "detectable_format:title": t_title,
+    "keywords:existence": t_keywords_existence,
+    "keywords:forbidden_words": t_forbidden_words,
+    "keywords:frequency": t_keyword_frequency,
+    "keywords:letter_frequency": t_letter_frequency,
+    "language:response_language": t_response_language,
+    "length_constraints:nth_paragraph_first_word": t_nth_paragraph_first_word,
+    "length_constraints:number_paragraphs": t_number_paragraphs,
+    "length_constraints:number_sentences": t_number_sentences,
+    "length_constraints:number_words": t_number_words,
+    "punctuation:no_comma": t_no_comma,
+    "startend:quotation": t_quotation,
+}  # the others (repeat_prompt, end_checker) keep the benchmark rule; `degenerate` reads what they leave
+
+# what a prompt asks for that is long by nature: a response then needs more words of its own
+_LONG_FORM = re.compile(r"\b(essays?|articles?|stor(?:y|ies)|blog|letters?|speech|reports?|proposals?|reviews?|"
+                        r"biograph(?:y|ies)|cover letter|emails?|product description|guide|plan)\b", re.IGNORECASE)
+MIN_WORDS, MIN_WORDS_LONG = 10, 25
+
+
+def min_words(reference: dict[str, Any]) -> int:
+    """The fewest words of its own (`content_words`) a response needs to address the prompt: 10, or
+    25 when the prompt asks for long-form writing (an essay, a story, a letter, ...), never more
+    than the prompt's own upper limits leave room for (under half of "less than N words", five a
+    sentence under "less than N sentences"); 0 for "choose one" (the option is the answer)."""
+    ids = list(reference.get("instruction_id_list") or [])
+    if "detectable_format:constrained_response" in ids:
+        return 0
+    n = MIN_WORDS_LONG if _LONG_FORM.search(str(reference.get("prompt") or "")) else MIN_WORDS
+    for i, k in zip(ids, reference.get("kwargs") or [{}] * len(ids)):
+        k = k or {}
+        if i == "length_constraints:number_words" and k.get("relation") == "less than":
+            n = min(n, max(1, (int(k["num_words"]) - 1) // 2))
+        elif i == "length_constraints:number_sentences" and k.get("relation") == "less than":
+            n = min(n, max(3, 5 * (int(k["num_sentences"]) - 1)))
+    return n
+
+
+def _trigrams(words: list[str]) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+
+
+_REWRITE = re.compile(r"\b(rewrite|rephrase|paraphrase|edit|revise|proofread|correct)\b", re.IGNORECASE)
+
+
+def degenerate(response: str, reference: dict[str, Any]) -> str | None:
+    """Why ``response`` does not address the prompt of ``reference`` (None when it does): too few
+    words of its own (after the repeated request, the end phrase, titles, section headers and
+    postscript markers are set aside), a copy of the prompt, or one phrase repeated."""
+    ids = list(reference.get("instruction_id_list") or [])
+    kws = [k or {} for k in (reference.get("kwargs") or [{}] * len(ids))]
+    text = fold(response)
+    prompt = fold(str(reference.get("prompt") or ""))
+    for i, k in zip(ids, kws):
+        if i == "combination:repeat_prompt" and k.get("prompt_to_repeat"):
+            rep = fold(str(k["prompt_to_repeat"])).strip()
+            if text.strip().lower().startswith(rep.lower()):
+                text = text.strip()[len(rep):]
+        elif i == "startend:end_checker" and k.get("end_phrase"):
+            end = fold(str(k["end_phrase"])).strip().lower()
+            body = text.strip().strip('"')
+            if body.lower().endswith(end):
+                text = body[:len(body) - len(end)]
+        elif i == "detectable_format:multiple_sections" and k.get("section_spliter"):
+            text = re.sub(re.escape(fold(str(k["section_spliter"]))) + r"\s?\d+", " ", text)
+    text = re.sub(r"<<[^\n]*>>", " ", text)
+    text = re.sub(r"(?i)\bp\.\s?(?:p\.\s?)?s\b\.?", " ", text)
+    words = content_words(text)
+    need = min_words(reference)
+    if len(words) < need:
+        return f"{len(words)} words of its own, the prompt needs at least {need}"
+    if need == 0:
+        return None
+    grams = _trigrams(words)
+    pgrams = set(_trigrams(content_words(prompt)))
+    if grams and pgrams:
+        share = sum(g in pgrams for g in grams) / len(grams)  # of the response, how much is the prompt's
+        cover = len(pgrams & set(grams)) / len(pgrams)  # of the prompt, how much the response reproduces
+        if share >= 0.8 and cover >= (0.95 if _REWRITE.search(prompt) else 0.8):
+            return "the response repeats the prompt"
+    if len(grams) >= 8 and len(set(grams)) / len(grams) < 0.3:
+        return "the response repeats one phrase"
+    return None
+
+
 def loose_variants(response: str) -> list[str]:
     """The published loose mode's variants: the response, without its first line, without its last,
     without both; each also with markdown asterisks removed."""
@@ -301,13 +639,20 @@ def loose_variants(response: str) -> list[str]:
     return base + [v.replace("*", "") for v in base]
 
 
-def follows(instruction_id: str, response: str, kwargs: dict[str, Any] | None = None, loose: bool = False) -> bool:
+def follows(instruction_id: str, response: str, kwargs: dict[str, Any] | None = None, loose: bool = False,
+            mode: str = "benchmark") -> bool:
     """Whether ``response`` follows one instruction; ``kwargs`` are the instruction's arguments
-    (None values are dropped, as IFEval's data stores every key of every instruction)."""
+    (None values are dropped, as IFEval's data stores every key of every instruction). ``mode``:
+    ``"benchmark"`` (lm-eval's definition, the default here) or ``"train"`` (stricter; see the module
+    docstring; the response-level `degenerate` check is the verifier's, not this function's)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     try:
         check = CHECKERS[instruction_id]
     except KeyError:
         raise ValueError(f"unknown IFEval instruction {instruction_id!r}; known: {sorted(CHECKERS)}") from None
+    if mode == "train":
+        check = TRAIN_CHECKERS.get(instruction_id, check)
     args = {k: v for k, v in (kwargs or {}).items() if v is not None}
     variants = loose_variants(response) if loose else [response]
     return any(v.strip() and check(v, **args) for v in variants)
@@ -331,13 +676,18 @@ class IFEvalVerifier:
     """Scores completions against IFEval references ``{"instruction_id_list", "kwargs", "prompt"?}``.
 
     ``reward="all"``: 1 if every instruction is followed (strict), else 0; ``"fraction"``: the share
-    followed. The verdict's details hold the strict and loose result of every instruction.
+    followed. ``mode="train"`` (the default: a reward) uses the training checkers and scores a
+    `degenerate` response 0 (status wrong, ``details["degenerate"]`` says why) whatever it follows;
+    ``mode="benchmark"`` is lm-eval's definition, as reported by ``algos.evaluate``. The verdict's
+    details hold the strict and loose result of every instruction in the chosen mode.
     """
 
-    def __init__(self, reward: str = "all"):
+    def __init__(self, reward: str = "all", mode: str = "train"):
         if reward not in ("all", "fraction"):
             raise ValueError(f"reward must be 'all' or 'fraction', got {reward!r}")
-        self.reward = reward
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.reward, self.mode = reward, mode
 
     def verify(self, completion: str, reference: dict[str, Any]) -> Verdict:
         return self.verify_batch([completion], [reference])[0]
@@ -354,17 +704,22 @@ class IFEvalVerifier:
             response = response_of(c) if isinstance(c, str) else None
             if not response:
                 out.append(Verdict(Status.NO_ANSWER, 0.0, None, {"instructions": ids, "strict": [False] * len(ids),
-                                                                 "loose": [False] * len(ids)}))
+                                                                 "loose": [False] * len(ids), "mode": self.mode}))
                 continue
             try:
-                strict = [follows(i, response, k) for i, k in zip(ids, kws)]
-                loose = [follows(i, response, k, loose=True) for i, k in zip(ids, kws)]
-            except (ValueError, TypeError) as e:  # a bad instruction or arguments: the task's fault
-                out.append(Verdict(Status.ERROR, 0.0, None, {"error": str(e)}))
+                strict = [follows(i, response, k, mode=self.mode) for i, k in zip(ids, kws)]
+                loose = [follows(i, response, k, loose=True, mode=self.mode) for i, k in zip(ids, kws)]
+                why = degenerate(response, ref) if self.mode == "train" else None
+            except (ValueError, TypeError, KeyError) as e:  # a bad instruction or arguments: the task's fault
+                out.append(Verdict(Status.ERROR, 0.0, None, {"error": f"{type(e).__name__}: {e}"}))
+                continue
+            details = {"instructions": ids, "strict": strict, "loose": loose, "mode": self.mode}
+            if why:
+                details["degenerate"] = why
+                out.append(Verdict(Status.WRONG, 0.0, response[:200], details))
                 continue
             frac = sum(strict) / len(strict) if strict else 0.0
             ok = bool(strict) and all(strict)
             score = float(ok) if self.reward == "all" else frac
-            out.append(Verdict(Status.CORRECT if ok else Status.WRONG, score, response[:200],
-                               {"instructions": ids, "strict": strict, "loose": loose}))
+            out.append(Verdict(Status.CORRECT if ok else Status.WRONG, score, response[:200], details))
         return out
