@@ -85,6 +85,8 @@ def env_names(spec: str) -> list[str]:
 def env_options(name: str, kwargs: dict[str, Any], names: list[str]) -> dict[str, Any]:
     out = {k: v for k, v in kwargs.items() if "." not in k or k.split(".", 1)[0] not in names}
     out.update({k.split(".", 1)[1]: v for k, v in kwargs.items() if "." in k and k.split(".", 1)[0] == name})
+    if envs.canonical_name(name) == "ifeval":
+        out.setdefault("mode", "benchmark")  # IFEval is reported under lm-eval's definition, not the training reward
     return out
 
 
