@@ -36,6 +36,8 @@ class RunConfig:
     """the model (see policy.* keys); default the shipped cold-start checkpoint tiny-sft"""
     max_new_tokens: int = 96
     """completion length limit"""
+    gradient_checkpointing: bool = False
+    """activation checkpointing: keep each decoder layer's input only and recompute the layer in the backward pass (less memory, about one more forward pass of time)"""
     heldout_size: int = 500
     """held-out tasks in the greedy evaluation at the start, the end and every eval_every steps"""
     eval_every: int = 0
@@ -124,6 +126,10 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     setup.engine, setup.model, setup.tokenizer = load(policy_cfg)
     if setup.model is None:
         raise cfglib.ConfigError(f"policy.engine={cfg.policy.engine} cannot be trained; use policy.engine=transformers or vllm")
+    if getattr(cfg, "gradient_checkpointing", False):
+        from policies.hf import enable_activation_checkpointing
+
+        enable_activation_checkpointing(setup.model)  # copies (critic, reference, fsdp shards) inherit it
     setup.model = dist.prepare(setup.model, w)  # the engine keeps the unsharded model
     if hasattr(setup.engine, "attach"):  # generation servers: they must serve the weights we start from
         if w.distributed:

@@ -70,6 +70,8 @@ class SFTConfig:
     """checkpoint every N steps (and at the end)"""
     max_new_tokens: int = 96
     """generation limit for held-out evaluation"""
+    gradient_checkpointing: bool = False
+    """activation checkpointing: keep each decoder layer's input only and recompute the layer in the backward pass (less memory, about one more forward pass of time)"""
     seed: int = 0
     """seed for data order and initialisation"""
     out: str | None = None

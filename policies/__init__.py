@@ -26,6 +26,8 @@ class PolicyConfig:
     """float32, bfloat16 or float16 (weights and compute)"""
     max_batch_size: int = 256
     """rows (prompts x samples) per generation forward pass"""
+    max_batch_tokens: int = 32768
+    """engine=transformers: also at most this many rows x (longest prompt + max_new_tokens) per generation pass, which bounds the KV cache (0: no limit); 256 completions of 512 tokens then sample a few dozen rows at a time"""
     base_url: str | None = None
     """engine=openai: the server's URL, e.g. http://localhost:8000/v1; engine=server: one or more, comma-separated"""
     api_key_env: str = "OPENAI_API_KEY"
@@ -98,7 +100,7 @@ def load(cfg: PolicyConfig) -> tuple[Policy, Any, Any]:
         return VLLMEngine.from_config(cfg, model, tok), model, tok
     from policies.hf import TransformersEngine
 
-    return TransformersEngine(model, tok, max_batch_size=cfg.max_batch_size), model, tok
+    return TransformersEngine(model, tok, max_batch_size=cfg.max_batch_size, max_batch_tokens=cfg.max_batch_tokens), model, tok
 
 
 __all__ = ["Policy", "PolicyConfig", "Prompt", "Rollout", "SamplingParams", "load", "load_model", "truncate_at_stop"]

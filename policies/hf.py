@@ -324,12 +324,19 @@ class TransformersEngine:
     Args:
         model, tokenizer: a causal LM and its tokenizer (``pad_token`` set).
         max_batch_size: rows (prompts x n) per forward pass.
+        max_batch_tokens: and at most this many rows x (longest prompt + max_new_tokens) per pass (0: no
+            limit), so the KV cache of a step of many long completions is that of a few rows at a time.
         lean: sample through `policies.lean` (a preallocated KV cache and fused projections) when the
             model is a Llama-family decoder; False always uses ``model(...)`` with a transformers cache.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 256, lean: bool = True):
+    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 256, lean: bool = True,
+                 max_batch_tokens: int = 32768):
+        if max_batch_size < 1 or max_batch_tokens < 0:
+            raise PolicyError(f"policy.max_batch_size={max_batch_size}, policy.max_batch_tokens={max_batch_tokens}: "
+                              f"use max_batch_size >= 1 and max_batch_tokens >= 0 (0: no token limit)")
         self.lean = lean
+        self.max_batch_tokens = max_batch_tokens
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model = model
@@ -352,10 +359,30 @@ class TransformersEngine:
         if params.seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(params.seed)
         outs: list[Rollout] = []
-        for s in range(0, len(rows), self.max_batch_size):
-            chunk = rows[s:s + self.max_batch_size]
+        for chunk in self.chunks(rows, params.max_new_tokens):
             outs += self._generate_rows([prompts[i] for i, _ in chunk], [ids for _, ids in chunk], params, gen)
         return [outs[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
+
+    def chunks(self, rows: list[tuple[int, list[int]]], max_new_tokens: int) -> list[list[tuple[int, list[int]]]]:
+        """Consecutive runs of rows, each at most ``max_batch_size`` rows and ``max_batch_tokens``
+        rows x (its longest prompt + ``max_new_tokens``) tokens: what the forward passes and the KV
+        cache of one chunk hold."""
+        out: list[list[tuple[int, list[int]]]] = []
+        longest = 0  # the longest prompt in the last chunk
+        for row in rows:
+            if self.max_batch_tokens and len(row[1]) + max_new_tokens > self.max_batch_tokens:
+                raise PolicyError(f"policy.max_batch_tokens={self.max_batch_tokens} is smaller than one row (a "
+                                  f"{len(row[1])}-token prompt + max_new_tokens {max_new_tokens}); raise it to at "
+                                  f"least {len(row[1]) + max_new_tokens}, or 0 for no token limit")
+            longest_with = max(longest, len(row[1]))
+            if out and len(out[-1]) < self.max_batch_size and (not self.max_batch_tokens or (
+                    len(out[-1]) + 1) * (longest_with + max_new_tokens) <= self.max_batch_tokens):
+                out[-1].append(row)
+                longest = longest_with
+            else:
+                out.append([row])
+                longest = len(row[1])
+        return out
 
     @torch.inference_mode()
     def _generate_rows(self, prompts: list[Prompt], prompt_ids: list[list[int]], params: SamplingParams,
@@ -458,8 +485,27 @@ class TransformersEngine:
     def logprobs(self, rollouts: Sequence[Rollout], temperature: float = 1.0) -> list[list[float]]:
         """Recompute each rollout's completion-token logprobs under the current weights (no grad),
         at the temperature it was sampled with."""
-        batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts],
-                        self.tokenizer.pad_token_id).to(self.device)
-        with torch.inference_mode():
-            lp = token_logprobs(self.model, batch, temperature=temperature)
-        return [lp[i, :len(r.completion_ids)].tolist() for i, r in enumerate(rollouts)]
+        out: list[list[float]] = []
+        rows = [(i, list(r.prompt_ids)) for i, r in enumerate(rollouts)]
+        for chunk in self.chunks(rows, max((len(r.completion_ids) for r in rollouts), default=0)):  # the token budget
+            part = [rollouts[i] for i, _ in chunk]
+            batch = collate([r.prompt_ids for r in part], [r.completion_ids for r in part],
+                            self.tokenizer.pad_token_id).to(self.device)
+            with torch.inference_mode():
+                lp = token_logprobs(self.model, batch, temperature=temperature)
+            out += [lp[i, :len(r.completion_ids)].tolist() for i, r in enumerate(part)]
+        return out
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Keep only each decoder layer's input in the forward pass and recompute the layer in the
+    backward (transformers' activation checkpointing, non-reentrant ``torch.utils.checkpoint``).
+    Generation is unaffected: it runs without gradients."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise PolicyError(f"gradient_checkpointing=true: {type(model).__name__} does not support activation "
+                          f"checkpointing in transformers; use gradient_checkpointing=false")
+    kw = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x (the old name warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
