@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 import envs
 from algos import config as cfglib
-from algos import dist
+from algos import dist, microbatch
 from algos.heldout import heldout_eval
 from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
@@ -72,6 +72,10 @@ class RunConfig:
     """under torchrun: process-group backend; auto is nccl on GPUs, gloo on CPUs"""
     dist_timeout: float = 1800.0
     """under torchrun: seconds any collective may wait for the other ranks before every rank stops with an error"""
+    micro_batch_size: int = 0
+    """rows per forward/backward pass (pairs for dpo/orpo/simpo, examples for kto), per process: each optimizer step runs as micro-batches, gradients accumulated, the same update (0: no limit)"""
+    micro_batch_tokens: int = 0
+    """tokens per forward/backward pass, padding included (rows x longest prompt+completion), per process: rows packed longest-first (0: no budget)"""
 
 
 @dataclasses.dataclass
@@ -187,24 +191,13 @@ def warmup(lr: float, step: int, warmup_steps: int) -> float:
 
 def update(opt: torch.optim.Optimizer, module: Any, loss: torch.Tensor | None, grad_clip: float) -> float:
     """One optimizer step on ``loss``: zero grads, backward, clip the norm (0: off), step.
-    Returns the gradient norm before clipping.
+    Returns the gradient norm before clipping. (`algos.microbatch.step` is the same step over
+    micro-batches.)
 
     Under torchrun every rank calls it for every step: ``loss`` is this rank's share, normalised
     by the whole step's count, and gradients are summed over ranks (``None``: this rank has no
     rows this time and contributes zeros)."""
-    w = dist.world()
-    opt.zero_grad(set_to_none=True)
-    if loss is None:
-        loss = w.empty_loss(module)
-    if loss is not None:
-        loss.backward()
-    w.reduce_grads(module)
-    norm = torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip if grad_clip > 0 else 1e9)
-    opt.step()
-    w.updates += 1
-    if hasattr(norm, "full_tensor"):  # a DTensor under fsdp
-        norm = norm.full_tensor()
-    return norm.item()
+    return microbatch.step(opt, module, [loss] if loss is not None else [], lambda x: x, grad_clip)
 
 
 def reduce_stats(stats: dict[str, float], n: float) -> dict[str, float]:
@@ -281,7 +274,8 @@ def run_main(main: Callable[[list[str] | None], Any]) -> None:
         main(None)
         dist.world().close()
     except (cfglib.ConfigError, envs.EnvError, PolicyError, FileNotFoundError, ImportError, dist.DistError) as e:
-        if dist.world().is_main or not isinstance(e, cfglib.ConfigError):  # every rank sees the same bad config
+        if dist.world().is_main or not isinstance(e, cfglib.ConfigError) or getattr(e, "rank_local", False):
+            # every rank sees the same bad config (not a row too long for micro_batch_tokens: that one rank's data)
             print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     except SandboxDown as e:

@@ -41,13 +41,13 @@ import time
 from typing import Any, ClassVar, Literal
 
 import torch
-from algos import dist, losses
+from algos import dist, losses, microbatch
 from algos.config import ConfigError
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, update,
                           warmup)
 from policies import SamplingParams
-from policies.hf import collate, token_logprobs
+from policies.hf import token_logprobs
 
 
 @dataclasses.dataclass
@@ -150,9 +150,19 @@ def _groups(rollouts: list, results: list, cfg: GRPOConfig) -> list[tuple[list, 
     return out
 
 
+def rollout_rows(rollouts: list, adv: torch.Tensor, cfg: GRPOConfig) -> microbatch.Rows:
+    """The update's rows: ids, loss masks (tool results and, with ``truncation=mask``, truncated
+    completions carry no loss), the sampling-time logprobs per token and the advantage per row."""
+    masks = [[0.0] * len(r.completion_ids) if cfg.truncation == "mask" and r.truncated else r.loss_mask for r in rollouts]
+    return microbatch.Rows([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], masks,
+                           {"old_logp": [torch.tensor(r.logprobs, dtype=torch.float32) for r in rollouts]},
+                           {"adv": adv.float().cpu()}).padded_as_a_whole()
+
+
 def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]], cfg: GRPOConfig, pad_id: int,
                   ref: Any = None) -> dict[str, list[float]]:
-    """One GRPO update (``mu`` passes over ``minibatches``) on this rank's groups of rollouts.
+    """One GRPO update (``mu`` passes over ``minibatches``, each one optimizer step: `update_step`) on
+    this rank's groups of rollouts.
 
     Under torchrun the advantages (``advantage=batch``), the loss normaliser of each minibatch and
     the gradients are those of every rank's groups together: the update equals one process's on the
@@ -162,73 +172,82 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
     all_rewards = w.gather([r for _, r in groups])
     offset = sum(counts[:w.rank])
     adv = losses.group_advantages(torch.stack(all_rewards), cfg.advantage)[offset:offset + len(groups)].flatten()
-    rollouts = [r for ro, _ in groups for r in ro]
+    rows = rollout_rows([r for ro, _ in groups for r in ro], adv, cfg)
     stats: dict[str, list[float]] = {"loss/policy": [], "loss/kl": [], "policy/entropy": [], "policy/clip_frac": [],
                                      "train/grad_norm": []}
     model.train()
-    n, nmb = len(rollouts), cfg.minibatches
+    n, nmb = len(rows), cfg.minibatches
     mb = max(1, math.ceil(n / nmb))
-    if n:
-        batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], pad_id,
-                        [r.loss_mask for r in rollouts]).to(model.device)  # tool results: no loss
-        old_logp = torch.zeros_like(batch.completion_mask)
-        for i, r in enumerate(rollouts):
-            old_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs)
-        mask = batch.completion_mask.clone()
-        if cfg.truncation == "mask":
-            mask[torch.tensor([r.truncated for r in rollouts], device=mask.device)] = 0.0
-        adv = adv.to(model.device)
+    limits = microbatch.Limits.of(cfg)
     # the loss normaliser of each minibatch: its count (tokens or rows) over every rank, before rows are left out
-    denoms = [max(1.0, w.sum(losses.aggregate_parts(mask[k * mb:(k + 1) * mb], mask[k * mb:(k + 1) * mb], cfg.loss_agg,
-                                           cfg.max_new_tokens)[1].item() if n else 0.0)) for k in range(nmb)]
+    denoms = [max(1.0, w.sum(losses.normaliser(rows.tokens()[k * mb:(k + 1) * mb], cfg.loss_agg).item())) for k in range(nmb)]
     # rows with zero advantage (groups whose rewards are all equal) or fully masked carry no gradient when
     # beta=0: leave them out of the forward/backward pass (identical loss and gradients, less compute);
     # with minibatches > 1 every row is kept
     if n and cfg.beta == 0 and nmb == 1:
-        live = ((adv != 0) & (mask.sum(-1) > 0)).nonzero().squeeze(-1)
-        if len(live) < len(adv) and (len(live) > 0 or w.distributed):
-            batch, old_logp, mask, adv = batch.rows(live), old_logp[live], mask[live], adv[live]
-            n = len(live)
-    ref_logp = None
-    if ref is not None and n:
-        with torch.no_grad():
-            ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature)
-    is_w = None
-    if cfg.max_off_policy_steps > 0 and n:  # stale samples: clip against the weights before this update (proximal
-        with torch.no_grad():  # policy), weight each token by min(pi_prox / pi_sampler, is_cap): truncated IS
-            prox = token_logprobs(model, batch, temperature=cfg.temperature)
-        ratio = torch.exp(prox - old_logp)
-        is_w = ratio.clamp(max=cfg.is_cap) * mask
-        n_tok = max(w.sum(mask.sum().item()), 1.0)
-        stats["policy/is_weight"] = [w.sum((is_w * mask).sum().item()) / n_tok]
-        stats["policy/is_truncated"] = [w.sum(((ratio > cfg.is_cap).float() * mask).sum().item()) / n_tok]
-        old_logp = prox
+        live = ((rows.per_row["adv"] != 0) & (rows.tokens() > 0)).nonzero().squeeze(-1).tolist()
+        if len(live) < n and (len(live) > 0 or w.distributed):
+            rows, n = rows.select(live), len(live)
+    if ref is not None:
+        rows = rows.with_values({"ref_logp": microbatch.token_values(
+            ref, rows, limits, pad_id, lambda m, b: token_logprobs(m, b, temperature=cfg.temperature))})
+    if cfg.max_off_policy_steps > 0:  # stale samples: clip against the weights before this update (proximal
+        # policy), weight each token by min(pi_prox / pi_sampler, is_cap): truncated IS
+        prox = microbatch.token_values(model, rows, limits, pad_id,
+                                       lambda m, b: token_logprobs(m, b, temperature=cfg.temperature))
+        ratio = [torch.exp(p - o) for p, o in zip(prox, rows.per_token["old_logp"])]
+        keep = [torch.ones(len(c)) if m is None else torch.tensor(m, dtype=torch.float32)
+                for c, m in zip(rows.completion_ids, rows.loss_masks)]
+        is_w = [r.clamp(max=cfg.is_cap) * k for r, k in zip(ratio, keep)]
+        n_tok = max(w.sum(float(sum(k.sum() for k in keep))), 1.0)
+        stats["policy/is_weight"] = [w.sum(float(sum((x * k).sum() for x, k in zip(is_w, keep)))) / n_tok]
+        stats["policy/is_truncated"] = [w.sum(float(sum(((r > cfg.is_cap).float() * k).sum() for r, k in zip(ratio, keep))))
+                                        / n_tok]
+        rows = rows.with_values({"old_logp": prox, "is_w": is_w})
     for _ in range(cfg.mu):
         for k in range(nmb):
-            sl = slice(k * mb, (k + 1) * mb)
-            loss, sums = None, {"pg": 0.0, "ent": 0.0, "clip": 0.0, "kl": 0.0, "tok": 0.0}
-            if n and sl.start < n:
-                sub, m = batch.rows(sl), mask[sl]
-                logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
-                pg, clipped = losses.clipped_pg_loss(logp, old_logp[sl], adv[sl], cfg.eps_low, cfg.eps_high)
-                per_token = pg if is_w is None else pg * is_w[sl]
-                if ref_logp is not None:
-                    kl = losses.kl_k3(logp, ref_logp[sl])
-                    per_token = per_token + cfg.beta * kl
-                    sums["kl"] = (kl.detach() * m).sum().item()
-                loss = losses.aggregate_parts(per_token, m, cfg.loss_agg, cfg.max_new_tokens)[0] / denoms[k]
-                sums.update(pg=loss.item(), ent=(entropy.detach() * m).sum().item(), clip=(clipped * m).sum().item(),
-                            tok=m.sum().item())
-            gn = update(opt, model, loss, cfg.grad_clip)
-            tot = dict(zip(sums, w.sum(torch.tensor(list(sums.values()), dtype=torch.float64)).tolist()))  # one reduction
-            tok = max(tot["tok"], 1.0)
-            stats["loss/policy"].append(tot["pg"])
-            stats["policy/entropy"].append(tot["ent"] / tok)
-            stats["policy/clip_frac"].append(tot["clip"] / tok)
-            if ref is not None:
-                stats["loss/kl"].append(tot["kl"] / tok)
-            stats["train/grad_norm"].append(gn)
+            st = update_step(model, opt, rows.select(range(k * mb, min((k + 1) * mb, n))), cfg, pad_id, denoms[k])
+            for key, v in st.items():
+                stats[key].append(v)
     return stats
+
+
+def update_step(model: Any, opt: Any, rows: microbatch.Rows, cfg: GRPOConfig, pad_id: int, denom: float) -> dict[str, float]:
+    """One optimizer step of GRPO's loss on ``rows`` (this rank's rows of a minibatch; `rollout_rows`),
+    run as micro-batches (``micro_batch_size`` rows / ``micro_batch_tokens`` tokens, each padded on its
+    own) with gradients accumulated. ``rows`` carries per token ``old_logp`` (and ``ref_logp`` for the
+    KL term, ``is_w`` for truncated importance weights), per row ``adv``; ``denom`` is the minibatch's
+    loss normaliser over every rank (`losses.normaliser`), so the micro-batches' losses add up to the
+    unsplit one. Returns loss/policy, loss/kl (with ``ref_logp``), policy/entropy, policy/clip_frac
+    and train/grad_norm, over every rank."""
+    w = dist.world()
+    sums = {"pg": 0.0, "ent": 0.0, "clip": 0.0, "kl": 0.0, "tok": 0.0}
+
+    def loss_of(part: microbatch.Rows) -> torch.Tensor:
+        batch, v = part.collate(pad_id, model.device)
+        m = batch.completion_mask
+        logp, entropy = token_logprobs(model, batch, temperature=cfg.temperature, with_entropy=True)
+        pg, clipped = losses.clipped_pg_loss(logp, v["old_logp"], v["adv"], cfg.eps_low, cfg.eps_high)
+        per_token = pg * v["is_w"] if "is_w" in v else pg
+        if "ref_logp" in v:
+            kl = losses.kl_k3(logp, v["ref_logp"])
+            per_token = per_token + cfg.beta * kl
+            sums["kl"] += (kl.detach() * m).sum().item()
+        loss = losses.aggregate_parts(per_token, m, cfg.loss_agg, cfg.max_new_tokens)[0] / denom
+        sums["pg"] += loss.item()
+        sums["ent"] += (entropy.detach() * m).sum().item()
+        sums["clip"] += (clipped * m).sum().item()
+        sums["tok"] += m.sum().item()
+        return loss
+
+    gn = microbatch.step(opt, model, rows.split(microbatch.Limits.of(cfg)), loss_of, cfg.grad_clip)
+    tot = dict(zip(sums, w.sum(torch.tensor(list(sums.values()), dtype=torch.float64)).tolist()))  # one reduction
+    tok = max(tot["tok"], 1.0)
+    out = {"loss/policy": tot["pg"], "policy/entropy": tot["ent"] / tok, "policy/clip_frac": tot["clip"] / tok,
+           "train/grad_norm": gn}
+    if "ref_logp" in rows.per_token:
+        out["loss/kl"] = tot["kl"] / tok
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

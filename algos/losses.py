@@ -81,14 +81,23 @@ def aggregate_parts(per_token: torch.Tensor, mask: torch.Tensor, mode: LossAgg =
     batch's tokens (token) or rows (sequence, constant). Under data parallel each rank's numerator
     is divided by the count summed over ranks, so the sum of the ranks' losses is the whole batch's."""
     mask = mask.to(per_token.dtype)
+    count = normaliser(mask.sum(-1), mode)
     if mode == "token":
-        return (per_token * mask).sum(), mask.sum()
-    n = torch.tensor(float(per_token.shape[0]), dtype=per_token.dtype, device=per_token.device)
+        return (per_token * mask).sum(), count
     if mode == "sequence":
-        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sum(), n
-    if mode == "constant":
-        T = max_tokens if max_tokens is not None else per_token.shape[-1]
-        return (per_token * mask).sum() / T, n
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sum(), count
+    T = max_tokens if max_tokens is not None else per_token.shape[-1]
+    return (per_token * mask).sum() / T, count
+
+
+def normaliser(tokens: torch.Tensor, mode: LossAgg = "token") -> torch.Tensor:
+    """The count ``aggregate`` divides by, from each row's loss tokens [N]: their sum (token) or the
+    rows (sequence, constant). Computed on a whole minibatch before it is split into micro-batches,
+    so each micro-batch's numerator over it is that micro-batch's share of the minibatch's loss."""
+    if mode == "token":
+        return tokens.sum()
+    if mode in ("sequence", "constant"):
+        return torch.tensor(float(tokens.shape[0]), dtype=tokens.dtype, device=tokens.device)
     raise ValueError(f"loss aggregation must be 'token', 'sequence' or 'constant', got {mode!r}")
 
 
