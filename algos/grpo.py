@@ -53,7 +53,8 @@ from policies.hf import token_logprobs
 @dataclasses.dataclass
 class GRPOConfig(RunConfig):
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
-    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-6, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200}
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-6, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200,
+                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS}
     steps: int = 100
     """training steps (one batch of prompts each)"""
     save_every: int = 25
@@ -258,6 +259,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opt = adamw(s, model, cfg.lr, cfg.weight_decay)
     w = s.world
     share = w.shard(cfg.prompts_per_step, "the step's prompts", "prompts_per_step")  # whole groups per rank
+    microbatch.check(cfg, math.ceil((share.stop - share.start) * cfg.group_size / cfg.minibatches),
+                     "prompts_per_step x group_size / minibatches", longest=cfg.max_new_tokens + 1)
     ref = None
     if cfg.beta > 0:  # the frozen reference: the starting weights
         ref = dist.frozen_copy(model)

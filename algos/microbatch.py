@@ -38,6 +38,11 @@ from policies.hf import Batch, collate
 T = TypeVar("T")
 
 
+# micro_batch_tokens for any model but the built-in tiny ones (their steps stay one pass each, as before): a
+# step's activations then stay those of about this many tokens, whatever the batch (REAL_MODEL_DEFAULTS)
+REAL_MODEL_TOKENS = 4096
+
+
 class BudgetError(ConfigError):
     """A row that does not fit the token budget. Seen by one rank only (the data differ per rank), so
     every rank that sees it says it (`algos.common.run_main`)."""
@@ -61,7 +66,8 @@ class Limits:
         return self.rows > 0 or self.tokens > 0
 
 
-def check(cfg: Any, step_rows: int, what: str, longest: int | None = None, unit: str = "rows") -> None:
+def check(cfg: Any, step_rows: int, what: str, longest: int | None = None, unit: str = "rows",
+          longest_what: str = "") -> None:
     """Bad micro-batch settings, found before any work: negative values, a micro-batch larger than
     this rank's share of an optimizer step (``step_rows`` units, ``what`` says how it is counted),
     and a token budget smaller than the longest row the step can hold (``longest`` tokens, when
@@ -76,8 +82,10 @@ def check(cfg: Any, step_rows: int, what: str, longest: int | None = None, unit:
         raise ConfigError(f"micro_batch_size={cfg.micro_batch_size} is larger than an optimizer step's {step_rows} {unit}{on} "
                           f"({what}); use micro_batch_size<={step_rows}, or micro_batch_size=0 for no limit")
     if cfg.micro_batch_tokens and longest is not None and cfg.micro_batch_tokens < longest:
+        what = longest_what or f"a completion of max_new_tokens={cfg.max_new_tokens} after a prompt"
         raise ConfigError(f"micro_batch_tokens={cfg.micro_batch_tokens} is smaller than the longest row a step can hold "
-                          f"({longest} tokens); use micro_batch_tokens>={longest}, or micro_batch_tokens=0 for no budget")
+                          f"({what}: over {longest - 1} tokens); use micro_batch_tokens>={longest} (more for long prompts), "
+                          f"or micro_batch_tokens=0 for no budget")
 
 
 def plan(lengths: Sequence[tuple[int, int]], limits: Limits, rows_per_unit: int = 1, strict: bool = True,

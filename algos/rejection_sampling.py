@@ -32,18 +32,21 @@ import time
 from typing import Any, ClassVar, Literal
 
 
+import torch
+
+from algos import microbatch
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, say, set_lr, start, sync_engine,
-                          update, warmup)
+                          warmup)
 from algos.sft import sft_loss
 from policies import SamplingParams
-from policies.hf import collate
 
 
 @dataclasses.dataclass
 class RejectionSamplingConfig(RunConfig):
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
-    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-5, "warmup_steps": 0, "max_new_tokens": 512, "heldout_size": 200}
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-5, "warmup_steps": 0, "max_new_tokens": 512, "heldout_size": 200,
+                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS}
     rounds: int = 12
     """sample-filter-train rounds"""
     save_every: int = 4
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opt = adamw(s, model, cfg.lr, cfg.weight_decay)
     w = s.world
     share = w.shard(cfg.tasks_per_round, "a round's tasks", "tasks_per_round")
+    microbatch.check(cfg, -(-cfg.batch_size // w.size), "batch_size accepted completions, split over processes",
+                     longest=cfg.max_new_tokens + 1)
     position, updates = s.state.get("position", 0), s.state.get("updates", 0)
     acc_before = heldout_before(s)
     accepted_path = os.path.join(run.dir, "accepted.jsonl")
@@ -157,13 +162,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for lo in range(0, len(order), cfg.batch_size):
                     mb = w.strided([accepted[i]["ids"] for i in order[lo:lo + cfg.batch_size]])  # this rank's rows
                     set_lr(opt, warmup(cfg.lr, updates, cfg.warmup_steps))
-                    batch = collate([p for p, _, _ in mb], [c for _, c, _ in mb], tok.pad_token_id,
-                                    [m for _, _, m in mb]).to(model.device) if mb else None  # tool results: no loss
-                    tokens = w.sum(batch.completion_mask.sum().item() if mb else 0.0)  # the minibatch's, over every rank
-                    loss = sft_loss(model, batch, tokens) if mb else None
-                    update(opt, model, loss, cfg.grad_clip)
+                    rows = microbatch.Rows([p for p, _, _ in mb], [c for _, c, _ in mb], [m for _, _, m in mb])  # tool results: no loss
+                    tokens = w.sum(rows.tokens().sum().item() if mb else 0.0)  # the minibatch's, over every rank
+                    parts_loss: list[float] = []
+
+                    def loss_of(part: microbatch.Rows) -> torch.Tensor:  # a micro-batch's share of the minibatch's loss
+                        loss = sft_loss(model, part.collate(tok.pad_token_id, model.device)[0], tokens)
+                        parts_loss.append(loss.item())
+                        return loss
+
+                    microbatch.step(opt, model, rows.split(microbatch.Limits.of(cfg)), loss_of, cfg.grad_clip)
                     updates += 1
-                    losses_.append(w.sum(loss.item() if loss is not None else 0.0))
+                    losses_.append(w.sum(sum(parts_loss)))
             progress.finished(rnd + 1, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
                                         "wall_seconds": time.time() - t_start}, metrics)
             sync_engine(s)

@@ -26,16 +26,18 @@ import torch
 import envs
 from algos import config as cfglib
 from algos.heldout import heldout_eval
-from algos.common import Progress, adamw, progress_bar, run_main, save_on_interrupt, set_lr, start, sync_engine, update
+from algos import microbatch
+from algos.common import Progress, adamw, progress_bar, run_main, save_on_interrupt, set_lr, start, sync_engine
 from policies import PolicyConfig
-from policies.hf import collate, encode_prompt, token_logprobs
+from policies.hf import encode_prompt, token_logprobs
 
 
 @dataclasses.dataclass
 class SFTConfig:
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 2e-5, "warmup_steps": 0, "weight_decay": 0.0, "steps": 100, "batch_size": 16,
-                                              "max_new_tokens": 512, "heldout_size": 200}
+                                              "max_new_tokens": 512, "heldout_size": 200,
+                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS}
     data_replaces_env: ClassVar[bool] = True  # with data=, no environment (and no held-out accuracy)
 
     env: str = "math"
@@ -86,6 +88,10 @@ class SFTConfig:
     """under torchrun: process-group backend; auto is nccl on GPUs, gloo on CPUs"""
     dist_timeout: float = 1800.0
     """under torchrun: seconds any collective may wait for the other ranks before every rank stops with an error"""
+    micro_batch_size: int = 0
+    """examples per forward/backward pass, per process: each step runs as micro-batches, gradients accumulated, the same update (0: no limit)"""
+    micro_batch_tokens: int = 0
+    """tokens per forward/backward pass, padding included (rows x longest prompt+response), per process: rows packed longest-first (0: no budget)"""
 
 
 def lr_at(step: int, cfg: SFTConfig) -> float:
@@ -175,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opt = adamw(s, model, cfg.lr, cfg.weight_decay, beta2=0.98)
     w = s.world
     share = w.shard(cfg.batch_size, "a step's examples", "batch_size")
+    microbatch.check(cfg, share.stop - share.start, "batch_size")
     start_step, position = s.step, s.state.get("position", 0)
     t0 = time.time()
     loss_val = float("nan")
@@ -186,17 +193,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # ---------------------------------------------------------------- batch
             pairs = [data.get(position + i) for i in range(share.start, share.stop)]  # this rank's share
             position += cfg.batch_size
-            batch = collate([p for p, _, _ in pairs], [r for _, r, _ in pairs], tok.pad_token_id,
-                            [m for _, _, m in pairs]).to(model.device)
+            rows = microbatch.Rows([p for p, _, _ in pairs], [r for _, r, _ in pairs], [m for _, _, m in pairs])
             # ---------------------------------------------------------------- loss: response tokens only
             model.train()
-            tokens = w.sum(batch.completion_mask.sum().item())  # the whole step's, over every rank
-            loss = sft_loss(model, batch, tokens)
+            tokens = w.sum(rows.tokens().sum().item())  # the whole step's, over every rank
+            parts_loss: list[float] = []
+
+            def loss_of(part: microbatch.Rows) -> torch.Tensor:  # a micro-batch's share of the step's loss
+                loss = sft_loss(model, part.collate(tok.pad_token_id, model.device)[0], tokens)
+                parts_loss.append(loss.item())
+                return loss
+
             # ---------------------------------------------------------------- update
             set_lr(opt, lr_at(step, cfg))
-            gnorm = update(opt, model, loss, cfg.grad_clip)
+            gnorm = microbatch.step(opt, model, rows.split(microbatch.Limits.of(cfg)), loss_of, cfg.grad_clip)
             # ---------------------------------------------------------------- log
-            loss_val = w.sum(loss.item())
+            loss_val = w.sum(sum(parts_loss))
             metrics = {"loss/sft": loss_val, "train/grad_norm": gnorm, "train/lr": opt.param_groups[0]["lr"],
                        "perf/tokens": int(tokens)}
             progress.finished(step + 1, {"position": position}, metrics)  # the weights are now those of step + 1
