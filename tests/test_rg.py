@@ -1,6 +1,8 @@
 """The reasoning-gym bridge (env=rg:NAME): every exposed generator passes check_env, items are
 seeded by hashing (no overlap between neighbouring seeds, nor between train and held-out),
-scoring is strict by default and runs in worker processes with a time limit."""
+scoring is strict by default (our comparators) and runs in worker processes with a time limit.
+The adversarial cases (model text that runs code, lenient scorers, the think block) are in
+tests/test_integrity_rg.py and verifiers/audit_cases/rg.py."""
 
 import re
 import sys
@@ -56,9 +58,16 @@ def test_strict_scoring_pays_nothing_for_partial_answers():
     completion = f"<think>x</think><answer>{flipped}</answer>"
     strict_v = env.unwrapped.score_batch([completion], [task])[0].verdicts["correct"]
     lax_v = lax.unwrapped.score_batch([completion], [task])[0].verdicts["correct"]
-    assert strict_v.details["rg_score"] > 0.3  # reasoning-gym pays for one wrong role in three
-    assert strict_v.score == 0.0 and strict_v.status.value == "wrong"
-    assert lax_v.score == pytest.approx(strict_v.details["rg_score"]) and lax_v.status.value == "wrong"
+    assert strict_v.score == 0.0 and strict_v.status.value == "wrong" and "rg_score" not in strict_v.details
+    assert lax_v.details["rg_score"] > 0.3  # reasoning-gym pays for one wrong role in three
+    assert lax_v.score == pytest.approx(lax_v.details["rg_score"]) and lax_v.status.value == "wrong"
+
+
+def test_lax_mode_never_pays_their_full_credit_to_an_answer_we_refuse():
+    env = envs.make("rg:game_of_life_halting", strict=False)
+    task = env.unwrapped.tasks(1, "train")[0]
+    v = env.unwrapped.score_batch(["<answer>maybe</answer>"], [task])[0].verdicts["correct"]
+    assert v.details["rg_score"] == 1.0 and v.score == 0.0 and v.status.value == "wrong"  # bool("maybe") is True
 
 
 def test_sudoku_validity_check():
@@ -77,16 +86,17 @@ def test_sudoku_validity_check():
     other = "\n".join(" ".join(str(relabel[v]) for v in r) for r in meta["solution"])
     if any(v in (1, 2) for r in meta["puzzle"] for v in r):
         assert not valid_sudoku(other, meta["puzzle"])
+    assert not valid_sudoku(text.replace("2", "\u00b2"), meta["puzzle"])  # a superscript digit is not a digit
     one_off = text[:-1] + ("1" if text[-1] != "1" else "2")  # reasoning-gym pays this 0.84, strict 0
     v = env.unwrapped.score_batch([f"<think>x</think><answer>\n{one_off}\n</answer>"], [task])[0].verdicts["correct"]
-    assert v.score == 0.0 and v.details["rg_score"] > 0.5
+    assert v.score == 0.0 and v.status.value == "wrong"
 
 
-def test_scoring_runs_in_a_worker_with_a_time_limit():
+def test_scoring_runs_in_a_worker_and_never_evaluates_the_answer():
     env = envs.make("rg:countdown", timeout=2.0)
     task = env.unwrapped.tasks(1, "train")[0]
     v = env.unwrapped.score_batch(["<think>x</think><answer>9**9**9**9</answer>"], [task])[0].verdicts["correct"]
-    assert v.status.value == "timeout" and v.score == 0.0  # countdown's scorer evaluates the expression
+    assert v.status.value == "wrong" and v.score == 0.0  # refused by the whitelist parse: ** is not + - * /
     v = env.unwrapped.score_batch(["no answer tags"], [task])[0].verdicts["correct"]
     assert v.status.value == "no_answer"
 
