@@ -358,10 +358,34 @@ def _count(texts: list[str], count: Callable[[str], int], relation: str, thresho
 _LETTER = re.compile(r"[^\W\d_]")
 
 
+_NO_SPACES = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af"
+                        r"\uf900-\ufaff]")  # Thai, Lao, Myanmar, Khmer, kana, CJK, Hangul syllables
+
+
+def _tokens(text: str) -> list[str]:
+    """Runs of letters, marks, digits and underscores (a vowel sign does not split a Devanagari word)."""
+    out, cur = [], []
+    for c in text:
+        if c == "_" or unicodedata.category(c)[0] in "LMN":
+            cur.append(c)
+        elif cur:
+            out.append("".join(cur))
+            cur = []
+    if cur:
+        out.append("".join(cur))
+    return out
+
+
 def content_words(text: str) -> list[str]:
-    """Folded, lower-cased word tokens with a letter and at least two characters ("a", "I", "42",
-    "_" are not counted)."""
-    return [w for w in _WORD.findall(fold(text).lower()) if len(w) > 1 and _LETTER.search(w)]
+    """The words a response says: folded, lower-cased tokens with a letter and at least two
+    characters ("a", "I", "42", "_" are not words of content); text in a script written without
+    spaces (Thai, Chinese, Japanese, ...) counts a word every two characters."""
+    out = []
+    for w in _tokens(fold(text).lower()):
+        if len(w) < 2 or not _LETTER.search(w):
+            continue
+        out += [w[i:i + 2] for i in range(0, len(w), 2)] if _NO_SPACES.search(w) else [w]
+    return out
 
 
 def _has_words(text: str, n: int = 1) -> bool:
@@ -510,11 +534,13 @@ def t_quotation(r: str) -> bool:
     return quotation(r) and _has_words(r.strip()[1:-1], 2)
 
 
-def t_two_responses(r: str, **_: Any) -> bool:
+def t_two_responses(r: str) -> bool:
+    """lm-eval's rule, and the two differ in their words (not only in case or punctuation), and each
+    has a word of content (`degenerate` then asks the whole response for the prompt's minimum)."""
     if not two_responses(r):
         return False
     a, b = [p for p in r.split("******") if p.strip()]
-    return content_words(a) != content_words(b) and all(len(content_words(p)) >= 3 for p in (a, b))
+    return content_words(a) != content_words(b) and all(content_words(p) for p in (a, b))
 
 
 def t_constrained_response(r: str) -> bool:
@@ -560,21 +586,36 @@ TRAIN_CHECKERS: dict[str, Callable[..., bool]] = {
     "startend:quotation": t_quotation,
 }  # the others (repeat_prompt, end_checker) keep the benchmark rule; `degenerate` reads what they leave
 
-# what a prompt asks for that is long by nature: a response then needs more words of its own
-_LONG_FORM = re.compile(r"\b(essays?|articles?|stor(?:y|ies)|blog|letters?|speech|reports?|proposals?|reviews?|"
-                        r"biograph(?:y|ies)|cover letter|emails?|product description|guide|plan)\b", re.IGNORECASE)
-MIN_WORDS, MIN_WORDS_LONG = 10, 25
+# what a prompt asks for: long-form writing, or a short answer to a question
+_LONG_FORM = re.compile(r"\b(write|compose|draft|create|generate)\b[^.?!]{0,40}\b(essays?|articles?|stor(?:y|ies)|"
+                        r"blog posts?|letters?|speech|reports?|proposals?|emails?|biograph(?:y|ies))\b", re.IGNORECASE)
+_QUESTION = re.compile(r"(?:^|[.!?\n]\s*)(what|who|whom|which|where|when)\b[^.!?\n]*\?", re.IGNORECASE)
+_SHORT_ASK = re.compile(r"\b(translat\w*|another word|synonym|nickname|a name for|one word|single word|next number)\b",
+                        re.IGNORECASE)
+_FILLER = {"yes", "no", "ok", "okay", "sure", "maybe", "hi", "hello", "thanks", "yeah", "yep", "nope", "fine", "done",
+           "answer", "response", "text", "lol", "hmm", "na", "nan", "null", "none", "true", "false"}
+_WRITING = re.compile(r"\b(write|compose|draft|create|generate|list|describe|explain|summari[sz]e|elaborate|essay|"
+                      r"article|story|poem|letter|blog|song|rap|itinerary|dialogue|tell me|discuss|argue|introduce|"
+                      r"review|plan|outline|rewrite|critique|analy[sz]e|advice|advise|help)\b", re.IGNORECASE)
+MIN_WORDS = {"short answer": 1, "default": 5, "long form": 25}
 
 
 def min_words(reference: dict[str, Any]) -> int:
-    """The fewest words of its own (`content_words`) a response needs to address the prompt: 10, or
-    25 when the prompt asks for long-form writing (an essay, a story, a letter, ...), never more
-    than the prompt's own upper limits leave room for (under half of "less than N words", five a
+    """The fewest `content_words` a response needs to address its prompt: 5, or 25 when the prompt
+    asks to write long-form text (an essay, a story, a letter, an email, ...), or 1 when it asks a
+    question and nothing to write ("What is another word for engravings?"); never more than the
+    prompt's own upper limits leave room for (under half of "less than N words", five words a
     sentence under "less than N sentences"); 0 for "choose one" (the option is the answer)."""
     ids = list(reference.get("instruction_id_list") or [])
     if "detectable_format:constrained_response" in ids:
         return 0
-    n = MIN_WORDS_LONG if _LONG_FORM.search(str(reference.get("prompt") or "")) else MIN_WORDS
+    prompt = str(reference.get("prompt") or "")
+    if _LONG_FORM.search(prompt):
+        n = MIN_WORDS["long form"]
+    elif (_QUESTION.search(prompt) and not _WRITING.search(prompt)) or _SHORT_ASK.search(prompt):
+        n = MIN_WORDS["short answer"]
+    else:
+        n = MIN_WORDS["default"]
     for i, k in zip(ids, reference.get("kwargs") or [{}] * len(ids)):
         k = k or {}
         if i == "length_constraints:number_words" and k.get("relation") == "less than":
@@ -615,18 +656,39 @@ def degenerate(response: str, reference: dict[str, Any]) -> str | None:
     text = re.sub(r"(?i)\bp\.\s?(?:p\.\s?)?s\b\.?", " ", text)
     words = content_words(text)
     need = min_words(reference)
-    if len(words) < need:
-        return f"{len(words)} words of its own, the prompt needs at least {need}"
     if need == 0:
         return None
     grams = _trigrams(words)
     pgrams = set(_trigrams(content_words(prompt)))
+    copied: set[int] = set()  # the response's words inside a run of three found in the prompt
+    for j, g in enumerate(grams):
+        if g in pgrams:
+            copied.update((j, j + 1, j + 2))
+    if _REWRITE.search(prompt):  # rewriting a text of the prompt copies much of it: only a copy of it all is one
+        if len(copied) >= 0.8 * len(words) and pgrams and len(pgrams & set(grams)) >= 0.95 * len(pgrams):
+            return "the response repeats the prompt"
+        copied = set()
+    own = [w for j, w in enumerate(words) if j not in copied]
+    if len(own) < need or sum(len(w) for w in own) < 3 or all(w in _FILLER for w in own):
+        return (f"{len(own)} words of its own (besides {len(copied)} repeated from the prompt), the prompt needs at "
+                f"least {need}" if copied else f"{len(own)} words of its own, the prompt needs at least {need}")
+    if len(grams) >= 8 and len(set(grams)) / len(grams) < 0.5:
+        return "the response repeats one phrase"
+    return None
+    if len(words) < need or sum(len(w) for w in words) < 3:
+        return f"{len(words)} words of its own, the prompt needs at least {need}"
+    grams = _trigrams(words)
+    pgrams = set(_trigrams(content_words(prompt)))
     if grams and pgrams:
-        share = sum(g in pgrams for g in grams) / len(grams)  # of the response, how much is the prompt's
+        copied = set()  # the response's words inside a run of three found in the prompt
+        for j, g in enumerate(grams):
+            if g in pgrams:
+                copied.update((j, j + 1, j + 2))
+        share = len(copied) / len(words)  # of the response, how much is the prompt's
         cover = len(pgrams & set(grams)) / len(pgrams)  # of the prompt, how much the response reproduces
         if share >= 0.8 and cover >= (0.95 if _REWRITE.search(prompt) else 0.8):
             return "the response repeats the prompt"
-    if len(grams) >= 8 and len(set(grams)) / len(grams) < 0.3:
+    if len(grams) >= 8 and len(set(grams)) / len(grams) < 0.5:
         return "the response repeats one phrase"
     return None
 
