@@ -45,6 +45,7 @@ def test_no_answer(text, method):
     ("\\boxed{[0, 1)}", "[0,1)"), ("\\boxed{(1, 2)}", "(1,2)"), ("\\boxed{2\\sqrt{2}}", "\\sqrt{8}"),
     ("\\boxed{\\frac{\\pi}{2}}", "\\pi/2"), ("<answer>１２</answer>", "12"), ("The answer is −7.", "-7"),
     ("\\boxed{1\\,000\\,000}", "1000000"), ("\\boxed{1{,}000}", "1000"), ("$\\$12.00$", "12"),
+    ("\\boxed{5}\\boxed{6}", "6"),  # several boxes: the last one is the answer (a correction)
 ])
 def test_equivalent(pred, gold):
     assert st(pred, gold) is Status.CORRECT, V.verify(pred, gold)
@@ -52,7 +53,7 @@ def test_equivalent(pred, gold):
 
 @pytest.mark.parametrize("pred,gold", [
     ("\\boxed{43}", "42"), ("\\boxed{-5}", "5"), ("\\boxed{1,000}", "1"), ("\\boxed{0.3333}", "1/3"),
-    ("\\boxed{(2, 1)}", "(1,2)"), ("\\boxed{[0, 1]}", "[0,1)"), ("\\boxed{x = 4}", "3"), ("\\boxed{5}\\boxed{6}", "6"),
+    ("\\boxed{(2, 1)}", "(1,2)"), ("\\boxed{[0, 1]}", "[0,1)"), ("\\boxed{x = 4}", "3"), ("\\boxed{5}\\boxed{6}", "5"),
     ("\\boxed{5} and \\boxed{6}", "5"), ("The answer is 3 or 5.", "5"), ("\\boxed{\\sqrt{2}}", "1.41"),
     ("\\boxed{" + "9" * 5000 + "}", "9"), ("9" * 100_000, "9"), ("\\boxed{2}", "20"), ("\\boxed{12}", "1.2"),
 ])

@@ -40,7 +40,9 @@ MATH_HACKS = [
     ("hedge in text", "The answer is 12 or 13.", "13"),
     ("hedge inside a box", "\\boxed{12 \\text{ (or 13)}}", "12"),
     ("hedge with lor", "\\boxed{12 \\lor 13}", "12"),
-    ("two boxes", "\\boxed{12} \\boxed{13}", "13"),
+    ("two boxes: the last one is the answer", "\\boxed{12} \\boxed{13}", "12"),
+    ("two boxes joined by or", "\\boxed{12} or \\boxed{13}", "13"),
+    ("two boxes listed", "\\boxed{12}, \\boxed{13}", "13"),
     ("a list of candidates", "\\boxed{12, 13}", "13"),
     ("a set of candidates", "\\boxed{\\{12, 13\\}}", "12"),
     ("an interval around it", "\\boxed{[12, 13]}", "12"),
@@ -61,6 +63,13 @@ MATH_HACKS = [
 def test_math_hack_scores_zero(name, completion, answer):
     v = V.verify(completion, answer)
     assert v.score == 0.0 and v.status is not Status.CORRECT, (name, v)
+
+
+def test_the_last_box_is_the_answer():
+    # a correction is not a hedge: of several boxes, the last one answers (as math-verify and lm-eval read it)
+    assert V.verify("\\boxed{12} \\boxed{13}", "13").correct
+    assert V.verify("\\boxed{5} first, but correcting the mistake, the answer is \\boxed{6}", "6").correct
+    assert not V.verify("\\boxed{5} first, but correcting the mistake, the answer is \\boxed{6}", "5").correct
 
 
 def test_math_hacks_score_zero_with_a_tolerance_too():

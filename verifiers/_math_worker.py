@@ -20,6 +20,23 @@ numeric steps are replaced, because they pay for wrong answers:
 
 A percentage with a decimal (``7.5\\%``) also equals its bare number (``7.5``), as math-verify
 already does for integers.
+
+Model text is never evaluated as Python here. math-verify's LaTeX path is an ANTLR grammar
+(latex2sympy2), not ``eval``, but three of its steps end in sympy's string parser
+(``parse_expr``, which runs ``eval`` on the text, ``evaluate=False`` or not):
+
+* its plain-expression extraction (``ExprExtractionConfig``: "the final answer is 3/4") calls
+  ``parse_expr`` on the matched text: replaced by `verifiers.safe_arith` (an ``ast`` whitelist of
+  numbers and ``+ - * / **``, built into sympy node by node);
+* ``sympy.Number(text)`` on a matched number (math-verify's number regex, latex2sympy2's NUMBER
+  and E_NOTATION tokens, its comma-number rule) goes through ``sympify``: those strings are
+  digits by construction, and are checked to be plain numbers before they reach it;
+* anything else that would hand sympy a string (``sympify(str)`` from inside sympy or a future
+  version of either package) meets `_inert_parse_expr`, which refuses any text with a bracket,
+  a call, an attribute or a dunder name before sympy's parser sees it.
+
+``tests/test_integrity_math.py`` records every string sympy's parser is asked to evaluate while
+adversarial answers are scored.
 """
 
 from __future__ import annotations
@@ -29,9 +46,15 @@ import logging
 import re
 import sys
 
+import sympy
+import sympy.parsing.sympy_parser as _sympy_parser
+from latex2sympy2_extended import latex2sympy2 as _l2s
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, grader, parse, verify
+from math_verify import parser as _mv_parser
 from sympy import Float, Rational, nan, zoo
 from sympy.matrices import MatrixBase
+
+from verifiers import safe_arith
 
 if hasattr(sys, "set_int_max_str_digits"):  # exact values with tens of thousands of digits are still values
     sys.set_int_max_str_digits(0)
@@ -40,6 +63,58 @@ if hasattr(sys, "set_int_max_str_digits"):  # exact values with tens of thousand
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 _CONFIG = (LatexExtractionConfig(), ExprExtractionConfig())  # math-verify's defaults
+
+# ------------------------------------------------------------------ no model text reaches eval
+
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_INERT = re.compile(r"[A-Za-z0-9_\s+\-*/^.,]*")  # no brackets (no calls), no quotes, no operators of Python's own
+_ATTRIBUTE = re.compile(r"\.\s*[A-Za-z_]|__")
+_sympy_parse_expr = _sympy_parser.parse_expr
+
+
+def _inert_parse_expr(s, *args, **kwargs):
+    """sympy's ``parse_expr`` (which ``eval``s its text) for text that cannot call, index or reach an
+    attribute of anything: a number, a name, ``x + 2*y``. Any other text is refused (a ``ValueError``,
+    which math-verify and latex2sympy2 treat as "could not parse")."""
+    if not isinstance(s, str) or not _INERT.fullmatch(s) or _ATTRIBUTE.search(s):
+        raise ValueError(f"refused to hand sympy's parser the text {str(s)[:60]!r}: not a plain expression")
+    return _sympy_parse_expr(s, *args, **kwargs)
+
+
+def _plain_number(text):
+    """``sympy.Number(text)`` (which ``sympify``s a string) for a plainly written number only."""
+    if isinstance(text, str) and not _PLAIN_NUMBER.fullmatch(text.strip()):
+        raise ValueError(f"{text[:60]!r} is not a plainly written number")
+    return sympy.Number(text)
+
+
+_LEADING_POINT = re.compile(r"(^|[^\d.])(?=\.\d)")
+_TRAILING_POINT = re.compile(r"(\d)\.(?!\d)")
+
+
+@functools.lru_cache(maxsize=20)
+def _arith_expr(expr: str):
+    """Replaces math-verify's ``parse_expr_cached`` (plain expressions such as ``3/4`` or ``2^{10}``
+    outside LaTeX): a whitelist parse of numbers and arithmetic, built into sympy from the tree."""
+    expr = _TRAILING_POINT.sub(r"\1", _LEADING_POINT.sub(r"\g<1>0.", expr))  # "3." is 3, ".5" is 0.5, as Python reads them
+    return safe_arith.to_sympy(safe_arith.parse(expr), {}, {})
+
+
+def _latex_number(self, text):
+    """Replaces latex2sympy2's ``parse_number`` (a NUMBER or E_NOTATION token)."""
+    text = text.replace(",", "")
+    if text.isdigit():
+        text = text.lstrip("0") or "0"
+    return _plain_number(text)
+
+
+_sympy_parser.parse_expr = _inert_parse_expr  # what sympify(str) imports at each call
+_l2s.parse_expr = _inert_parse_expr
+_mv_parser.parse_expr = _inert_parse_expr
+_mv_parser.parse_expr_cached = _arith_expr  # looked up by name in math_verify.parser.extract_expr
+_mv_parser.Number = _plain_number  # math_verify.parser calls Number(number_str) and nothing else by this name
+_l2s.Number = _plain_number  # latex2sympy2's convert_number
+_l2s._Latex2Sympy.parse_number = _latex_number
 
 
 def _parse_once(text: str):

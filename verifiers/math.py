@@ -56,6 +56,13 @@ _MAX_FAST_LEN = 64  # the fast path never looks at longer strings
 
 def _last_braced(text: str, macros: Sequence[str] = ("\\boxed", "\\fbox")) -> str | None:
     """Content of the last ``\\boxed{...}`` with balanced braces, or None."""
+    span = _last_braced_span(text, macros)
+    return None if span is None else span[2]
+
+
+def _last_braced_span(text: str, macros: Sequence[str] = ("\\boxed", "\\fbox")) -> tuple[int, int, str] | None:
+    """``(start, end, content)`` of the last ``\\boxed{...}`` with balanced braces: ``text[start:end]``
+    is the whole box, macro included."""
     best = -1
     for m in macros:
         best = max(best, text.rfind(m + "{"), text.rfind(m + " {"))
@@ -71,7 +78,7 @@ def _last_braced(text: str, macros: Sequence[str] = ("\\boxed", "\\fbox")) -> st
                 depth -= 1
             i += 1
         if depth == 0:
-            return text[start : i - 1]
+            return best, i, text[start : i - 1]
         # unbalanced: try an earlier one
         nxt = -1
         for m in macros:
@@ -80,8 +87,11 @@ def _last_braced(text: str, macros: Sequence[str] = ("\\boxed", "\\fbox")) -> st
     return None
 
 
-_ANSWER_IS = re.compile(r"answer\s+is\b\s*:?", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"answer\s+(?:(?P<neg>isn['’]t)\b|is\b)\s*:?", re.IGNORECASE)
 _NEGATED = re.compile(r"\s*(?:not|never)\b", re.IGNORECASE)
+# "the answer is 5, 6": a comma, then another value, is a list, not the end of the clause
+_LIST_GOES_ON = re.compile(r",\s*(?:(?:and|or)\s+)?(?:\$|\\\(|\\\[)?\s*[-+−]?\d")
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|;")
 _CLAUSE_WORDS = re.compile(r",?\s+(?:but|not|rather than|instead of|which|since|because|although)\b", re.IGNORECASE)
 
 
@@ -157,17 +167,26 @@ def extract_answer(text: str, answer_open: str = "<answer>", answer_close: str =
         cand = text[k + 4 :].strip().split("\n", 1)[0].strip()
         if cand:
             found.append((k, cand, "####", cand))
+    negated = None  # the last negated statement ("the answer is not 6", "the answer isn't 6")
     for m in reversed(list(_ANSWER_IS.finditer(text))):  # the last statement that is not negated
         after = text[m.end() :]
-        if _NEGATED.match(after):  # ("answer isn't" never matches: no word boundary after "is")
+        if m.group("neg") or _NEGATED.match(after):
+            if negated is None:
+                negated = ("not " if m.group("neg") else "") + _clause(after.lstrip()).strip()
             continue
-        cand = _clause(after.lstrip()).strip()
+        after = after.lstrip()
+        cand = _clause(after)
+        if _LIST_GOES_ON.match(after, len(cand)):  # "5, 6" or "5, 6, or 7": the whole list is the answer
+            cand += _SENTENCE_END.split(after[len(cand):], 1)[0]
+        cand = cand.strip()
         if cand:
             found.append((m.start(), cand, "answer_is", cand))
         break
     if found:
         _, cand, method, region = max(found, key=lambda f: f[0])
         return cand, (method_prefix + "+" + method).lstrip("+"), region
+    if negated:  # only a negated statement: it names what the answer is not, which is no value
+        return negated, (method_prefix + "+negated").lstrip("+"), negated
     stripped = text.strip()
     if not stripped:
         return None, "empty", ""
@@ -230,16 +249,74 @@ def _repeating_to_frac(m: re.Match) -> str:
     return f"{sign}\\frac{{{value.numerator}}}{{{value.denominator}}}"
 
 
+_SCALES = {"hundred": 10 ** 2, "thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9, "trillion": 10 ** 12}
+_SCALE_WORD = re.compile(
+    r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d{1,30})(\.\d{1,30})?(\s*(?:\\\$|\$)?)(?:\s|\\[,;: !]|~)*"
+    r"(?:\\(?:text|mbox|textrm|mathrm|textnormal)\s*\{\s*(?P<inner>hundred|thousand|million|billion|trillion)\b\s*(?P<close>\})?"
+    r"|(?P<bare>hundred|thousand|million|billion|trillion)\b)", re.IGNORECASE)
+_E_NOTATION = re.compile(r"(?<![\w.\\])(\d{1,30})(\.\d{1,30})?[eE]([-+]?\d{1,6})(?![\w.])")
+_NOT_E = re.compile(r"\\text\s*\{[^{}]*\}|\\[A-Za-z]+|(?<![\w.])\d+(?:\.\d+)?[eE][-+]?\d+(?![\w.])")
+
+
+def _decimal_str(value: Fraction) -> str:
+    """A Fraction whose denominator divides a power of ten, written as a plain decimal."""
+    sign, value = ("-" if value < 0 else ""), abs(value)
+    whole, rest = divmod(value.numerator, value.denominator)
+    digits = ""
+    while rest and len(digits) < 60:
+        rest *= 10
+        d, rest = divmod(rest, value.denominator)
+        digits += str(d)
+    return sign + str(whole) + ("." + digits if digits else "")
+
+
+def _scale_words(ans: str) -> str:
+    """``6 \\text{ million}`` is 6000000, ``2.5 thousand`` is 2500: a number and its scale word are one number."""
+    if not _SCALE_WORD.search(ans):
+        return ans
+
+    def sub(m: re.Match) -> str:
+        word = (m.group("inner") or m.group("bare")).lower()
+        value = Fraction(m.group(1).replace(",", "") + (m.group(2) or "")) * _SCALES[word]
+        tail = "" if m.group("bare") or m.group("close") else "\\text{"  # "\\text{ million dollars}": keep the rest
+        return _decimal_str(value) + m.group(3) + tail
+
+    return _SCALE_WORD.sub(sub, ans)
+
+
+def symbolic_e(gold: str) -> bool:
+    """True when the reference uses the letter ``e`` as a symbol (Euler's number, a variable), not
+    only inside commands, text or an e-notation number."""
+    return "e" in _NOT_E.sub("", gold) or "E" in _NOT_E.sub("", gold)
+
+
+def e_notation(ans: str) -> str:
+    """``2e3`` as the number it writes (2000; ``1.5e-3`` is 0.0015, a larger exponent ``a \\cdot 10^{n}``).
+    Used only where the reference has no symbolic ``e``; next to one, ``2e`` stays two times Euler's number."""
+    if "e" not in ans and "E" not in ans:
+        return ans
+
+    def sub(m: re.Match) -> str:
+        mant, exp = m.group(1) + (m.group(2) or ""), int(m.group(3))
+        if abs(exp) <= 40:
+            return _decimal_str(Fraction(mant) * Fraction(10) ** exp)
+        return f"{mant} \\cdot 10^{{{exp}}}"
+
+    return _E_NOTATION.sub(sub, ans)
+
+
 def normalize(ans: str) -> str:
     """A bare answer with the notations math-verify misses made plain: a degree sign dropped
-    (``45°``), a repeating decimal as its fraction (``0.\\overline{6}`` is ``\\frac{2}{3}``), and
-    digit groups split by a space, thin space, no-break space or ``\\,`` joined (``12 500``)."""
+    (``45°``), a repeating decimal as its fraction (``0.\\overline{6}`` is ``\\frac{2}{3}``),
+    digit groups split by a space, thin space, no-break space or ``\\,`` joined (``12 500``), and
+    a scale word made part of its number (``6 \\text{ million}`` is 6000000)."""
     if len(ans) > _MAX_REGION:
         return ans
     ans = ans.replace("°", "").replace("\\degree", "")
     if "overline" in ans:
         ans = _REPEATING.sub(_repeating_to_frac, ans)
-    return _SPACED_GROUPS.sub(lambda m: m.group(1) + _GROUP_SEP.sub("", m.group(2)), ans)
+    ans = _SPACED_GROUPS.sub(lambda m: m.group(1) + _GROUP_SEP.sub("", m.group(2)), ans)
+    return _scale_words(ans)
 
 
 def _fast_compare(cand: str, gold: str, precision: int | None) -> Status | None:
@@ -261,9 +338,110 @@ def _fast_compare(cand: str, gold: str, precision: int | None) -> Status | None:
 
 # ---------------------------------------------------------------------------- verifier
 
-_HEDGE = re.compile(r"\bor\b|\\lor\b|\\vee\b", re.IGNORECASE)
 _MAX_REGION = 4000  # the sympy path reads at most this many characters of a free-form text
 _MAX_BOXED = 20
+
+# ---------------------------------------------------------------------------- relations, hedges, lists
+# Each rule below applies only when the reference does not have the same form itself (a reference
+# "x \neq 6" may be answered "x \ne 6"; a reference "2, -2" may be answered "2 or -2").
+
+_SPACING = re.compile(r"\\[,;:! ]|\\q?quad(?![A-Za-z])|~|\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])")
+_REL_CMD = r"\\(?:neq|ne|not|nleq|ngeq|leq|le|geq|ge|leqq|geqq|leqslant|geqslant|lt|gt|nless|ngtr|ll|gg)(?![A-Za-z])"
+_REL_WORDS = (r"\b(?:not|never|isn['’]t|at\s+(?:most|least)|(?:less|greater|more|fewer|smaller|larger|bigger|higher|lower)"
+              r"\s+than|no\s+(?:more|less|fewer)\s+than|up\s+to|exceeds?)\b")
+_RELATION = re.compile(rf"[≠≤≥⩽⩾<>≮≯]|!=|{_REL_CMD}|{_REL_WORDS}", re.IGNORECASE)
+# two values offered, one to be paid: "5 or 6", "either", "5 \lor 6", "5 | 6", "5 \mid 6", "5 \& 6"
+_HEDGE = re.compile(r"\b(?:or|either)\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])|∨|\\&|\\mid(?![A-Za-z])"
+                    r"|[\d}]\s*(?:\||\\vert(?![A-Za-z]))\s*[-+−]?[\d\\{]", re.IGNORECASE)
+# a reference that lists several values: "2, -2", "\pm 2", "2 or -2", "\{1, 2\}", rows
+_SEVERAL = re.compile(r"\\pm(?![A-Za-z])|\\mp(?![A-Za-z])|[±∓]|\b(?:or|and)\b|^[\s$]*(?:\\left)?\\?\{.*,|\\\\(?![A-Za-z])",
+                      re.IGNORECASE | re.DOTALL)
+_OR_AND = re.compile(r"\s*\\text\s*\{\s*(?:or|and)\s*\}\s*|\s+(?:or|and)\s+", re.IGNORECASE)
+_ROW_BREAK = re.compile(r"\\\\(?![A-Za-z])(?:\[[^\]]{0,20}\])?|\\newline(?![A-Za-z])|\\cr(?![A-Za-z])")
+_ENV_MARK = re.compile(r"\\(?:begin|end)\s*\{[^{}]*\}(?:\{[^{}]*\})?|\\substack\s*")
+_CONTINUED_ROW = re.compile(r"[{\s&]*(?:=|\\approx|≈)")  # "&= 6": the row goes on with the value above
+# between two boxes: a correction ("\boxed{5}, wait, that is wrong: \boxed{6}") answers with the last box;
+# a hedge or a list ("\boxed{5} or \boxed{6}", "\boxed{5}, \boxed{6}") answers with several values
+_CORRECTION = re.compile(
+    r"\b(?:wait|actually|mistakes?|mistaken|wrong|incorrect|correct(?:ion|ions|ing|ed)?|rather|instead|oops|sorry|"
+    r"errors?|erroneous|re-?check\w*|revis\w*|fix\w*|recomput\w*|recalculat\w*|reconsider\w*|redo\w*|no|nope|hmm|"
+    r"let\s+me|miscalculat\w*|typo)\b", re.IGNORECASE)
+_HEDGE_WORDS = re.compile(r"\b(?:or|either|maybe|perhaps|possibly|probably|alternatively|also|might|could|otherwise)\b"
+                          r"|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])|∨|\||\\mid(?![A-Za-z])", re.IGNORECASE)
+_LIST_JOIN = re.compile(r"\band\b|\bplus\b|[,;&]|\\&", re.IGNORECASE)
+_OR_TOKEN = r"(?:(?:or|either)\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])|∨|\||\\mid(?![A-Za-z]))"
+_HEDGE_BEFORE = re.compile(rf"[\d}}]\s*\$?\s*(?:\\text\s*\{{\s*)?{_OR_TOKEN}\s*\}}?\s*(?:\$|\\\(|\\\[)?\s*$", re.IGNORECASE)
+_HEDGE_AFTER = re.compile(rf"[\s$.,)\]}}]*\(?\s*(?:\\text\s*\{{\s*)?{_OR_TOKEN}[\s}}]*(?:(?:maybe|possibly|perhaps)\s+)?"
+                          r"(?:\$|\\\(|\\boxed\s*\{)?\s*[-+−]?\d", re.IGNORECASE)
+_LAST_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+_BEFORE_VALUE = re.compile(rf"(?:[≠≤≥⩽⩾<>≮≯]|{_REL_CMD}\s*=?|\b(?:not|isn['’]t)(?:\s+equal)?(?:\s+to)?|\bat\s+(?:most|least)"
+                           rf"|\b(?:less|greater|more|fewer|smaller|larger|bigger)\s+than|{_OR_TOKEN})"
+                           r"\s*[-+−]?\s*\$?\s*(?:\\\(|\\\[)?\s*$", re.IGNORECASE)
+
+
+def lists_several(gold: str) -> bool:
+    """True when the reference lists several values ("2, -2", "\\pm 2", "1 or 2", a set, rows)."""
+    if _SEVERAL.search(gold):
+        return True
+    depth = 0
+    for i, c in enumerate(gold):
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0 and c == ";":
+            return True
+        elif depth == 0 and c == "," and not (i and gold[i - 1].isdigit() and re.match(r",\d{3}(?!\d)", gold[i:])):
+            return True
+    return False
+
+
+def value_rows(ans: str) -> int:
+    """How many values ``ans`` gives in rows (a cases, array or aligned environment, ``\\\\``-separated
+    lines): a row that goes on from the one above (``&= 6``) is not a new value."""
+    if not _ROW_BREAK.search(ans):
+        return 1
+    rows = [r for r in _ROW_BREAK.split(_ENV_MARK.sub(" ", ans)) if r.strip(" \t\n{}&")]
+    return sum(1 for i, r in enumerate(rows) if i == 0 or not _CONTINUED_ROW.match(r))
+
+
+def screen(cand: str, gold: str, set_relation: bool = False) -> str | None:
+    """Why the bare answer ``cand`` cannot be the single value ``gold`` asks for, or None: a relation
+    (``\\neq 6``, ``\\leq 6``, "not equal to 6", "at most 6"), a hedge ("5 or 6", "5 | 6", ``5 \\lor 6``)
+    or several values in rows (a cases environment), where the reference is none of these itself."""
+    flat = _SPACING.sub(" ", cand)
+    if _RELATION.search(flat) and not _RELATION.search(gold) and not (set_relation and re.search(r"[\[\](]", gold)):
+        return "a relation or a negation, not a value"
+    several = lists_several(gold)
+    if not several and _HEDGE.search(flat) and not _HEDGE.search(gold):
+        return "hedged: the answer names alternatives"
+    if value_rows(cand) > 1 and value_rows(gold) == 1:
+        return "several values in rows, where one is asked"
+    return None
+
+
+def _between_boxes(between: str) -> str:
+    """What the text between two boxes makes of them: ``"last"`` (a correction, prose, or nothing but
+    space: the last box is the answer) or ``"several"`` (a hedge or a list: a few words that join them)."""
+    between = re.sub(r"\bor\s*,?\s*(?=(?:rather|actually|wait|no)\b)", " ", _SPACING.sub(" ", between), flags=re.I)
+    if _CORRECTION.search(between):
+        return "last"
+    if len(re.findall(r"[A-Za-z]{2,}", between.replace("\\text", ""))) <= 6:
+        return "several" if _HEDGE_WORDS.search(between) or _LIST_JOIN.search(between) else "last"
+    # prose between them: a hedge only where it touches a box ("\boxed{5}, or maybe ... \boxed{6}")
+    return "several" if _HEDGE_WORDS.search(between[:40]) or _HEDGE_WORDS.search(between[-40:]) else "last"
+
+
+def _boxes(region: str) -> list[tuple[int, int, str]]:
+    """The last ``_MAX_BOXED`` boxes of ``region`` as ``(start, end, content)``, in order."""
+    out, rest = [], region
+    while len(out) < _MAX_BOXED:
+        span = _last_braced_span(rest)
+        if span is None:
+            break
+        out.append(span)
+        rest = rest[: span[0]]
+    return out[::-1]
 
 
 def _sympy_payload(cand: str, method: str, region: str) -> tuple[str, bool]:
@@ -272,15 +450,8 @@ def _sympy_payload(cand: str, method: str, region: str) -> tuple[str, bool]:
         n = region.count("\\boxed") + region.count("\\fbox")
         if n <= 1:
             return "\\boxed{" + cand + "}", False
-        # several boxed answers: math-verify reads them together, as a set
-        boxes, rest = [], region
-        while len(boxes) < _MAX_BOXED:
-            b = _last_braced(rest)
-            if b is None:
-                break
-            boxes.append("\\boxed{" + b + "}")
-            rest = rest[: max(rest.rfind("\\boxed"), rest.rfind("\\fbox"))]
-        return ", ".join(reversed(boxes)), False
+        # several boxes against a reference that lists several values: read together, as a set
+        return ", ".join("\\boxed{" + b + "}" for _, _, b in _boxes(region)), False
     if method == "whole":
         return region[-_MAX_REGION:], False
     return cand[-_MAX_REGION:], True
@@ -347,14 +518,45 @@ class MathVerifier:
                 continue
             shown = _short(cand.strip())
             r = normalize(r)
-            if method != "whole":
+            keep_e = symbolic_e(r)
+            if not keep_e:
+                r = e_notation(r)
+            several = lists_several(r)
+            if several:
+                r = _OR_AND.sub(", ", r)  # "2 or -2" is the list "2, -2"
+            reason = None
+            if method.endswith("negated"):
+                reason = "the answer is only stated negated ('the answer is not ...'): no value"
+            elif method == "whole":
+                region = _scale_words(region[-_MAX_REGION:])
+                region = region if keep_e else e_notation(region)
+                if not several and not _RELATION.search(r) and not (self.set_relation and re.search(r"[\[\](]", r)):
+                    nums = [m.start() for m in _LAST_NUMBER.finditer(region)]
+                    if nums and _BEFORE_VALUE.search(region, max(0, nums[-1] - 60), nums[-1]):
+                        reason = "the last value is stated in a relation or a hedge ('not equal to 6', '5 or 6')"
+            else:
+                if method.endswith("boxed"):
+                    boxes = _boxes(region)
+                    if boxes and not several:
+                        start, end, _ = boxes[-1]
+                        if _HEDGE_BEFORE.search(region, max(0, start - 60), start) or \
+                                _HEDGE_AFTER.match(region, end, end + 80):
+                            reason = "hedged: another value is offered next to the box"
+                        elif len(boxes) > 1 and _between_boxes(region[boxes[-2][1]:start]) == "several":
+                            reason = "several boxed values joined as a hedge or a list, where one is asked"
+                        else:  # one box, or a correction: the last box is the answer (as math-verify reads it)
+                            region = region[start:end]
                 cand = normalize(cand)
-                if _HEDGE.search(cand) and not _HEDGE.search(r):  # "12 \\text{ (or 13)}": two answers, one paid
-                    out[i] = Verdict(Status.WRONG, 0.0, shown, {"method": method, "path": "fast",
-                                                                "reason": "hedged: the answer names alternatives"})
-                    continue
+                cand = cand if keep_e else e_notation(cand)
+                if reason is None:
+                    reason = screen(cand, r, self.set_relation)
+                if several:
+                    cand = _OR_AND.sub(", ", cand)
+            if reason is not None:
+                out[i] = Verdict(Status.WRONG, 0.0, shown, {"method": method, "path": "fast", "reason": reason})
+                continue
             # several boxed answers are read as a set by the sympy path: no fast path for those
-            if self.fast_path and (method != "boxed" or region.count("\\boxed") + region.count("\\fbox") <= 1):
+            if self.fast_path and (not method.endswith("boxed") or region.count("\\boxed") + region.count("\\fbox") <= 1):
                 status = _fast_compare(cand, r, self.precision)
                 if status is not None:
                     out[i] = Verdict(status, 1.0 if status is Status.CORRECT else 0.0, shown,
