@@ -361,14 +361,18 @@ _LAYOUT = {"length_constraints:number_paragraphs", "length_constraints:nth_parag
            "detectable_format:multiple_sections", "detectable_format:number_bullet_lists"}
 _CASE = {"change_case:english_capital", "change_case:english_lowercase", "change_case:capital_word_frequency"}
 _LENGTH = {"length_constraints:number_words", "length_constraints:number_sentences"}
-_ALONE = {"detectable_format:json_format", "detectable_format:constrained_response", "combination:two_responses",
-          "combination:repeat_prompt"}
+_ALONE = {"detectable_format:constrained_response", "combination:two_responses", "combination:repeat_prompt"}
+_JSON = "detectable_format:json_format"  # JSON goes only with what its text can carry (so with something "42" breaks)
+_WITH_JSON = {"keywords:existence", "keywords:forbidden_words", "keywords:frequency", "keywords:letter_frequency",
+              "punctuation:no_comma", "language:response_language"}
 TRAIN_INSTRUCTIONS = sorted(ifv.CHECKERS)
 
 
 def _compatible(chosen: list[str], cand: str) -> bool:
     if cand in chosen:
         return False
+    if cand == _JSON or _JSON in chosen:
+        return all(c in _WITH_JSON for c in chosen if c != _JSON) and (cand == _JSON or cand in _WITH_JSON)
     if cand in _ALONE:
         return not chosen
     if any(c in _ALONE for c in chosen):
@@ -467,7 +471,7 @@ def build_example(rng: Any, stem: str, ids: list[str]) -> tuple[str, str, list[d
         text = '"' + text + '"'
     # the "alone" instructions
     if "detectable_format:json_format" in ids:
-        text = "```json\n" + json.dumps({"text": " ".join(body_sents[:3])}, indent=2) + "\n```"
+        text = "```json\n" + json.dumps({"text": " ".join(body_sents)}, indent=2, ensure_ascii=False) + "\n```"
     if "detectable_format:constrained_response" in ids:
         text = QUESTIONS[stem]
     if "combination:two_responses" in ids:

@@ -98,7 +98,10 @@ def test_edge_cases_never_crash(resp):
 def test_sentences_and_words_are_ours_and_documented():
     assert ifv.count_words("Hello, world! It's 3.14 o'clock.") == 8  # \w+ runs, as the reference
     assert ifv.count_sentences("Dr. Smith arrived. He saw J. R. R. Tolkien! Pi is 3.14 today?") == 3
-    assert ifv.count_sentences("* item one\n* item two\nA real sentence.") == 3  # lines end sentences
+    # a line break does not end a sentence (NLTK's punkt, which lm-eval counts with, splits only at . ! ?)
+    assert ifv.count_sentences("* item one\n* item two\nA real sentence.") == 1
+    assert ifv.count_sentences("This sentence is\nhard wrapped across\nthree lines. And one more.") == 2
+    assert ifv.count_sentences("1. 2. 3.") == 3  # as punkt: numbers with periods end sentences
     assert ifv.count_sentences("") == 0
 
 
@@ -111,15 +114,24 @@ def test_verifier_reward_modes_think_stripping_and_statuses():
     ref = {"instruction_id_list": ["punctuation:no_comma", "startend:quotation"], "kwargs": [{}, {}]}
     both = '<think>a, b, c</think><answer>"no commas here"</answer>'
     one = '<think>x</think><answer>"a, b"</answer>'
-    v = ifv.IFEvalVerifier("all")
+    v = ifv.IFEvalVerifier("all", mode="benchmark")
     assert v.verify(both, ref).status is Status.CORRECT and v.verify(both, ref).score == 1.0
     r = v.verify(one, ref)
     assert r.status is Status.WRONG and r.score == 0.0 and r.details["strict"] == [False, True]
-    assert ifv.IFEvalVerifier("fraction").verify(one, ref).score == 0.5
+    assert ifv.IFEvalVerifier("fraction", mode="benchmark").verify(one, ref).score == 0.5
     assert v.verify("<think>unfinished, no answer", ref).status is Status.NO_ANSWER
     assert v.verify("x", {"nonsense": 1}).status is Status.ERROR
     with pytest.raises(ValueError):
         ifv.IFEvalVerifier("most")
+    with pytest.raises(ValueError, match="mode"):
+        ifv.IFEvalVerifier("all", mode="lenient")
+    # the training mode (the default) also wants a response that says something: three words are too few
+    t = ifv.IFEvalVerifier("all")
+    r = t.verify(both, ref)
+    assert r.status is Status.WRONG and r.score == 0.0 and "words of its own" in r.details["degenerate"]
+    assert ifv.IFEvalVerifier("fraction").verify(both, ref).score == 0.0
+    long = '<think>x</think><answer>"no commas here and the rest of the answer says enough to count"</answer>'
+    assert t.verify(long, ref).status is Status.CORRECT and t.verify(long, ref).details["mode"] == "train"
 
 
 def test_agrees_with_the_reference_on_unambiguous_types():

@@ -625,8 +625,11 @@ def min_words(reference: dict[str, Any]) -> int:
     return n
 
 
-def _trigrams(words: list[str]) -> list[tuple[str, ...]]:
-    return [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+COPY_RUN = 6  # words in a row found in the prompt: copied, not the response's own ("the two young boys" is not)
+
+
+def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
 _REWRITE = re.compile(r"\b(rewrite|rephrase|paraphrase|edit|revise|proofread|correct)\b", re.IGNORECASE)
@@ -658,36 +661,21 @@ def degenerate(response: str, reference: dict[str, Any]) -> str | None:
     need = min_words(reference)
     if need == 0:
         return None
-    grams = _trigrams(words)
-    pgrams = set(_trigrams(content_words(prompt)))
-    copied: set[int] = set()  # the response's words inside a run of three found in the prompt
-    for j, g in enumerate(grams):
-        if g in pgrams:
-            copied.update((j, j + 1, j + 2))
+    runs = _ngrams(words, COPY_RUN)
+    pruns = set(_ngrams(content_words(prompt), COPY_RUN))
+    copied: set[int] = set()  # the response's words inside a run of COPY_RUN words found in the prompt
+    for j, g in enumerate(runs):
+        if g in pruns:
+            copied.update(range(j, j + COPY_RUN))
     if _REWRITE.search(prompt):  # rewriting a text of the prompt copies much of it: only a copy of it all is one
-        if len(copied) >= 0.8 * len(words) and pgrams and len(pgrams & set(grams)) >= 0.95 * len(pgrams):
+        if len(copied) >= 0.8 * len(words) and pruns and len(pruns & set(runs)) >= 0.95 * len(pruns):
             return "the response repeats the prompt"
         copied = set()
     own = [w for j, w in enumerate(words) if j not in copied]
     if len(own) < need or sum(len(w) for w in own) < 3 or all(w in _FILLER for w in own):
         return (f"{len(own)} words of its own (besides {len(copied)} repeated from the prompt), the prompt needs at "
                 f"least {need}" if copied else f"{len(own)} words of its own, the prompt needs at least {need}")
-    if len(grams) >= 8 and len(set(grams)) / len(grams) < 0.5:
-        return "the response repeats one phrase"
-    return None
-    if len(words) < need or sum(len(w) for w in words) < 3:
-        return f"{len(words)} words of its own, the prompt needs at least {need}"
-    grams = _trigrams(words)
-    pgrams = set(_trigrams(content_words(prompt)))
-    if grams and pgrams:
-        copied = set()  # the response's words inside a run of three found in the prompt
-        for j, g in enumerate(grams):
-            if g in pgrams:
-                copied.update((j, j + 1, j + 2))
-        share = len(copied) / len(words)  # of the response, how much is the prompt's
-        cover = len(pgrams & set(grams)) / len(pgrams)  # of the prompt, how much the response reproduces
-        if share >= 0.8 and cover >= (0.95 if _REWRITE.search(prompt) else 0.8):
-            return "the response repeats the prompt"
+    grams = _ngrams(words, 3)
     if len(grams) >= 8 and len(set(grams)) / len(grams) < 0.5:
         return "the response repeats one phrase"
     return None
