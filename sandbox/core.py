@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -671,9 +672,10 @@ class Sandbox:
                 tests.append(TestResult("timeout" if res.get("timed_out") else "error", 0.0, "not run: the program "
                                         "exited or was killed before this test reported"))
             elif job.style == "call" and r["status"] == "returned":
-                ok = r["value"] == _to_json(job.tests[i]["output"])
+                want = _to_json(job.tests[i]["output"])
+                ok = r["value"] == want
                 tests.append(TestResult("passed" if ok else "failed", r["seconds"],
-                                        None if ok else f"returned {r['value']}, expected {_to_json(job.tests[i]['output'])}"))
+                                        None if ok else f"returned {_shown(r['value'])}, expected {_shown(want)}"))
             else:
                 tests.append(TestResult(r["status"], r.get("seconds", 0.0), r.get("error")))
         if res.get("timed_out"):
@@ -697,22 +699,26 @@ class Sandbox:
         return Result(status, tuple(tests), details=details, **common)
 
     def _run_stdio(self, job: Job, timeout: float, t0: float) -> Result:
+        """One run per test; the runner judges nothing: exit status 0 and the right output pass (see
+        ``sandbox/runner.py``: the program exits as ``python3 program.py`` would)."""
         tests, outs, errs, details = [], [], [], {}
         worst = "passed"
         for case in job.tests:
             res = self._exec({"style": "stdio", "program": job.program, "stdin": case["input"],
                               "memory_mb": job.memory_mb}, timeout)
-            done = any(r.get("done") for r in res.get("reports", []))
+            code = res.get("exit_code")
             if "runner_error" in res:
                 st, err = "error", res["runner_error"]
                 details["error"] = res["runner_error"]
                 details["sandbox_down"] = bool(res.get("sandbox_down"))
             elif res.get("timed_out"):
                 st, err = "timeout", None
-            elif res.get("exit_code") in (-9, 137) and not res.get("output_limit"):
+            elif res.get("output_limit"):
+                st, err = "error", f"output over {self.max_output} bytes"
+            elif code in (-9, 137):
                 st, err = "oom", None
-            elif not done:
-                st, err = "error", (res.get("stderr") or "the program did not finish")[-300:]
+            elif code != 0:
+                st, err = "error", f"exit status {code}: " + (res.get("stderr") or "")[-300:]
             elif output_matches(res.get("stdout", ""), case["output"], job.checker):
                 st, err = "passed", None
             else:
@@ -764,17 +770,39 @@ class Sandbox:
         self.close()
 
 
+def _shown(tagged: Any) -> str:
+    """A call-style value as the model wrote it (``4``, ``'aa'``), from its tagged form."""
+    from sandbox.runner import _from_json
+
+    try:
+        text = repr(_from_json(tagged))
+    except (ValueError, TypeError, RecursionError):
+        text = str(tagged[1]) if isinstance(tagged, list) and tagged[:1] == ["!unsupported"] else str(tagged)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+_YES_NO = re.compile(r"(?<!\S)(?:yes|no)(?!\S)", re.IGNORECASE)
+
+
+def _yes_no(text: str) -> str:
+    """YES/NO tokens in one case: the judges' convention (Codeforces: "you may print each letter in any case")."""
+    return _YES_NO.sub(lambda m: m.group(0).upper(), text)
+
+
 def output_matches(got: str, want: str, checker: str = "lines") -> bool:
-    """Does a program's output match the expected output, by ``checker`` (see ``Job``)?"""
+    """Does a program's output match the expected output, by ``checker`` (see ``Job``)?
+
+    Every checker but ``exact`` reads a whole-token ``yes`` or ``no`` in any case ("Yes", "yEs",
+    "NO"), as Codeforces-style judges do; every other token is compared as written."""
     if checker == "lines":
-        return _lines(got) == _lines(want)
+        return _lines(_yes_no(got)) == _lines(_yes_no(want))
     if checker == "exact":
         return got.replace("\r\n", "\n").rstrip("\n") == want.replace("\r\n", "\n").rstrip("\n")
     if checker == "tokens":
-        return got.split() == want.split()
+        return _yes_no(got).split() == _yes_no(want).split()
     if checker.startswith("float"):
         tol = float(checker.split(":", 1)[1]) if ":" in checker else 1e-6
-        a, b = got.split(), want.split()
+        a, b = _yes_no(got).split(), _yes_no(want).split()
         if len(a) != len(b):
             return False
         for x, y in zip(a, b):
