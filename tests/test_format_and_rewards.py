@@ -9,7 +9,13 @@ from verifiers import FormatVerifier, MathVerifier, Rubric, Status, format_rewar
     ("hello <think>x</think> so <answer>5</answer> bye", Status.CORRECT, Status.WRONG),
     ("<answer>5</answer>", Status.WRONG, Status.WRONG),
     ("<think>x</think><answer>5", Status.NO_ANSWER, Status.NO_ANSWER),
-    ("<think>x<answer>5</answer>", Status.WRONG, Status.WRONG),
+    ("<think>x<answer>5</answer>", Status.NO_ANSWER, Status.NO_ANSWER),  # the think block never closed: cut off
+    # a closed answer, then a think block opened and never closed: cut off, no format credit
+    ("<think>x</think><answer>5</answer><think>more", Status.NO_ANSWER, Status.NO_ANSWER),
+    ("<think>x</think><answer>5</answer>\n<think>", Status.NO_ANSWER, Status.NO_ANSWER),
+    ("<answer>5</answer><think>x", Status.NO_ANSWER, Status.NO_ANSWER),
+    ("<think>x</think><answer>5</answer><answer>6", Status.NO_ANSWER, Status.NO_ANSWER),
+    ("<think>x</think><answer>5</answer><think>y</think>", Status.CORRECT, Status.WRONG),
     ("<think>x</think><answer> </answer>", Status.WRONG, Status.WRONG),
     ("", Status.NO_ANSWER, Status.NO_ANSWER),
 ])
@@ -18,10 +24,24 @@ def test_format(text, soft, strict):
     assert FormatVerifier("strict").verify(text).status is strict
 
 
+def test_cut_off_completion_earns_nothing_in_any_mode():
+    # the rubric as the math envs build it: a truncated completion scores 0 in every part
+    from envs.math_procedural import math_rubric
+
+    for mode in ("soft", "strict"):
+        rubric = math_rubric(1.0, 0.1, mode)
+        for text in ("<think>a</think><answer>5</answer><think>wait, let me", "<think>a</think><answer>5",
+                     "<think>a</think><answer>5</answer><think>", "<think>a <answer>5</answer>"):
+            res = rubric.score([text], ["5"])[0]
+            assert res.reward == 0.0 and res.parts == {"correct": 0.0, "format": 0.0}, (mode, text, res)
+            assert all(v.status is Status.NO_ANSWER for v in res.verdicts.values()), (mode, text, res)
+
+
 def test_custom_tags():
     f = FormatVerifier("strict", think=("<reasoning>", "</reasoning>"), answer=("<final>", "</final>"))
     assert f.verify("<reasoning>a</reasoning><final>1</final>").correct
     assert not f.verify("<think>a</think><answer>1</answer>").correct
+    assert f.verify("<reasoning>a</reasoning><final>1</final><reasoning>b").status is Status.NO_ANSWER
 
 
 def test_bad_mode():

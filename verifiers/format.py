@@ -4,8 +4,10 @@
   (newlines around the content optional, nothing before or after but whitespace).
 * ``soft``: a closed think block followed (anywhere later) by a closed, non-empty answer block.
 
-A missing closing tag means no answer (``no_answer``); a present answer in the wrong
-structure is ``wrong``. Tags are configurable.
+A missing closing tag means no answer (``no_answer``), in both modes: an answer block that is never
+closed, and a think block opened last and never closed (the completion was cut off mid-thought, as
+``<answer>5</answer><think>and then`` was; the math verifier reads it the same way), earn nothing,
+whatever came before. A present answer in the wrong structure is ``wrong``. Tags are configurable.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import Literal, Sequence
 
+from verifiers.math import unfinished_think
 from verifiers.verdict import Status, Verdict
 
 
@@ -23,7 +26,7 @@ class FormatVerifier:
             raise ValueError(f"format mode must be 'strict' or 'soft', got {mode!r}")
         self.mode = mode
         (to, tc), (ao, ac) = think, answer
-        self.answer_tags = (ao, ac)
+        self.answer_tags, self.think_tags = (ao, ac), (to, tc)
         q = re.escape
         if mode == "strict":
             body = r"(?:(?!{to}|{tc}|{ao}|{ac}).)*"
@@ -38,6 +41,8 @@ class FormatVerifier:
         if not isinstance(completion, str):
             return Verdict(Status.ERROR, 0.0, None, {"error": f"completion must be a string, got {type(completion).__name__}"})
         ao, ac = self.answer_tags
+        if unfinished_think(completion, *self.think_tags):
+            return Verdict(Status.NO_ANSWER, 0.0, None, {"mode": self.mode, "reason": "unclosed think block: cut off"})
         k = completion.rfind(ao)
         if k < 0 or completion.find(ac, k) < 0:
             return Verdict(Status.NO_ANSWER, 0.0, None, {"mode": self.mode, "reason": "no closed answer block"})
