@@ -126,6 +126,31 @@ def exact(a: str, e: dict) -> bool:
     return lines(a) == lines(e["answer"])
 
 
+_YES_NO = ("yes", "no", "true", "false")
+_CANONICAL = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?")
+_LEADING_ZERO = re.compile(r"[+-]?0\d")
+
+
+def _py_list(s: str) -> list | None:
+    got = _json(s.strip().replace("'", '"')) if s.strip().startswith("[") else None
+    return got if isinstance(got, list) else None
+
+
+def default_rule(a: str, e: dict) -> bool:
+    """reasoning-gym's default answer, compared exactly: spacing normalised; a plain number by value (no
+    exponent, hex or tolerance); yes/no and True/False in any case; a list of strings as a list (either quotes)."""
+    gold = str(e["answer"])
+    if ws(a) == ws(gold):
+        return True
+    if gold.strip().lower() in _YES_NO:
+        return a.strip().lower() == gold.strip().lower()
+    if _CANONICAL.fullmatch(gold.strip()):  # a number, not a digit string such as "0110"
+        v = number(a, grouped=True)
+        return v is not None and not _LEADING_ZERO.match(a.strip()) and v == Decimal(gold.strip())
+    gl = _py_list(gold)
+    return gl is not None and _py_list(a) == gl
+
+
 def exact_ws(a: str, e: dict) -> bool:
     return ws(a) == ws(e["answer"])
 
@@ -174,13 +199,16 @@ def _bitwise(a: str, e: dict) -> bool:  # the question asks for a hexadecimal va
     return bool(m) and int(m.group(1) + m.group(2), 16) == int(e["answer"], 16)
 
 
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
 def _calendar(a: str, e: dict) -> bool:
     task = e["metadata"]["task"]
     if task in ("count_business_days", "count_days", "recurring_event_day"):
         return _integer(a, e)
     if task == "is_leap_year":
         return exact_ci(a, e)
-    return exact_ws(a, e)
+    return exact_ci(a, e) if e["answer"].strip() in _WEEKDAYS else exact_ws(a, e)
 
 
 def _fraction(s: str) -> Fraction | None:
@@ -298,8 +326,10 @@ def _sympy_of(text: str, var: str, allow_c: bool) -> Any:
     from verifiers import safe_arith
 
     x = sympy.Symbol(var)
-    symbols = {var: x, "E": sympy.E, "pi": sympy.pi, **({"C": sympy.Symbol("C")} if allow_c else {})}
+    consts = {c: sympy.Symbol("C") for c in ("C", "c", "K") if c != var} if allow_c else {}
+    symbols = {**consts, "E": sympy.E, "pi": sympy.pi, var: x}
     funcs = {f: getattr(sympy, f) for f in _FUNCTIONS}
+    funcs.update(ln=sympy.log, arcsin=sympy.asin, arccos=sympy.acos, arctan=sympy.atan)
     tree = safe_arith.parse(text, names=symbols, functions=funcs)
     return safe_arith.to_sympy(tree, symbols, funcs), x
 
@@ -372,7 +402,7 @@ def _number_sorting(a: str, e: dict) -> bool:
     got, gold = _json(a.replace("'", '"')), _json(e["answer"].replace("'", '"'))
     if not isinstance(got, list) or not isinstance(gold, list) or len(got) != len(gold):
         return False
-    vals = [number(x) if isinstance(x, str) else None for x in got]
+    vals = [number(x) if isinstance(x, str) else number(repr(x)) if type(x) in (int, float) else None for x in got]
     return None not in vals and vals == [number(x) for x in gold]
 
 
@@ -394,7 +424,8 @@ def _palindrome_partitioning(a: str, e: dict) -> bool:
 
 
 def _polynomial_roots(a: str, e: dict) -> bool:
-    got = [number(x) for x in a.split(",")] if a.strip() else []
+    none = ("", '""', "''")
+    got = [number(x) for x in a.split(",")] if a.strip() not in none else []
     gold = [number(x) for x in e["answer"].split(",")] if e["answer"].strip() else []
     return None not in got and sorted(got) == sorted(gold)  # type: ignore[type-var]
 
@@ -415,7 +446,10 @@ def _round_sig(d: Decimal, sig: int) -> Decimal:
 def _power(a: str, e: dict) -> bool:  # asked: 3 significant figures, in e-notation
     v = number(a, sci=True)
     gold = Decimal(e["answer"])
-    return v is not None and (v == gold or v == _round_sig(gold, 3))
+    if v is None:
+        return False
+    sig = len(v.normalize().as_tuple().digits)  # 1.190e16 has 3
+    return v == gold or v == _round_sig(gold, max(3, sig))
 
 
 def _prime_factors(a: str, e: dict) -> bool:
@@ -504,8 +538,8 @@ def _word_sorting(a: str, e: dict) -> bool:
 
 
 # (rule, ours in words, theirs in words): the README's table
-_EXACT = (exact, "exact match (trailing spaces, blank lines ignored)",
-          "exact, or gold inside the answer paid len(gold)/len(answer)")
+_EXACT = (default_rule, "exact match (spacing normalised; a plain number by value; yes/no any case; a list "
+          "of strings parsed)", "exact, or gold inside the answer paid len(gold)/len(answer)")
 RULES: dict[str, tuple[Rule, str, str]] = {
     "ab": (exact_ws, "exact match (spacing normalised)", "exact"),
     "advanced_geometry": (_geometry, "plain decimal(s) equal to the stored value(s)",
@@ -514,7 +548,7 @@ RULES: dict[str, tuple[Rule, str, str]] = {
     "binary_matrix": (exact_ws, "exact match (spacing normalised)", "exact; 0.1 for a Python list, via eval"),
     "bitwise_arithmetic": (_bitwise, "a hexadecimal literal (as asked) of the right value",
                            "int(answer, 0): any base, decimal too"),
-    "calendar_arithmetic": (_calendar, "weekday: exact; counts: a plain integer; leap year: yes/no any case",
+    "calendar_arithmetic": (_calendar, "weekday: exact, any case; counts: a plain integer; leap year: yes/no any case",
                             "counts paid exp(-5 relative error); 0.1 for any weekday"),
     "chain_sum": (_same_number(grouped=True), "a plain number (thousands commas allowed) of the right value",
                   "Decimal() (accepts 1e1), or gold inside the answer paid by length"),
@@ -559,7 +593,7 @@ RULES: dict[str, tuple[Rule, str, str]] = {
     "needle_haystack": (_no_spaces_ci, "exact match, any case, spaces ignored", "the same"),
     "number_format": (_number_format, "exactly the solution's value, or the candidate it is written as",
                       "within 0.01"),
-    "number_sorting": (_number_sorting, "list of number strings each equal to the sorted value",
+    "number_sorting": (_number_sorting, "a list of numbers (strings, as asked, or numbers) each equal to the sorted value",
                        "every number within 1 of the right one"),
     "palindrome_generation": (_palindrome, "a palindrome of exactly the given letters", "the same check"),
     "palindrome_partitioning": (_palindrome_partitioning, "JSON partitions equal as a set, no duplicates",
@@ -568,7 +602,7 @@ RULES: dict[str, tuple[Rule, str, str]] = {
     "polynomial_equations": (_polynomial_roots, "comma-separated plain decimals equal to the roots",
                              "exp(distance) credit minus penalties"),
     "pool_matrix": (_pool_matrix, "grid of plain decimals equal to the stored values", "allclose(rtol=1e-2)"),
-    "power_function": (_power, "e-notation or plain, equal to the value or to it rounded to 3 significant figures",
+    "power_function": (_power, "e-notation or plain: the value correctly rounded to its own significant figures (3 or more)",
                        "any value that rounds to the same 3 significant figures"),
     "prime_factorization": (_prime_factors, "ASCII integers joined by ×, the right multiset",
                             "the same multiset (int() crashes on ²); 0.5 for the right product"),

@@ -174,6 +174,9 @@ def to_sympy(tree: ast.expr, symbols: Mapping[str, Any], functions: Mapping[str,
                 return a / b
             if b.is_number and (not b.is_Rational or abs(b) > MAX_EXPONENT):
                 raise SafeArithError(f"exponent {b} is not a rational of at most {MAX_EXPONENT}")
+            if a.is_Rational and b.is_Rational and a != 0:  # ((9**64)**64)**64...: bound the digits computed
+                if max(abs(a.p), a.q).bit_length() * abs(b) > MAX_DIGITS * 3.33:
+                    raise SafeArithError("value too large")
             return a**b
         raise SafeArithError(f"{type(n).__name__} is not allowed")
 

@@ -90,6 +90,7 @@ E: dict[str, dict[str, Any]] = {  # one task entry per generator, in its own for
     "fraction_simplification": {"answer": "5/8", "metadata": {"simplified_numerator": 5,
                                                               "simplified_denominator": 8}},
     "palindrome_generation": {"answer": "hxxh", "metadata": {"letters": ["h", "x", "h", "x"]}},
+    "number_filtering": {"answer": "['-98.77', '-74.537']", "metadata": {}},
     "kakurasu": {"answer": "1 0\n0 1", "metadata": {"n_rows": 2, "n_cols": 2, "row_sums": [1, 2],
                                                     "col_sums": [1, 2]}},
 }
@@ -273,6 +274,15 @@ CASES: list[Case] = [
     _c("fraction_simplification", OK, "latex", RIGHT, "$\\frac{5}{8}$"),
     _c("palindrome_generation", OK, "the other palindrome", RIGHT, "xhhx"),
     _c("mini_sudoku", OK, "spacing", RIGHT, "4  2 1 3\n1 3 2 4 \n3 1 4 2\n2 4 3 1"),
+    _c("syllogism", OK, "lower case", RIGHT, "no"),
+    _c("course_schedule", OK, "lower case", RIGHT, "false"),
+    _c("gcd", OK, "a trailing decimal zero", RIGHT, "11.0"),
+    _c("number_filtering", OK, "double quotes", RIGHT, '["-98.77", "-74.537"]'),
+    _c("number_filtering", PREFIX, "gold plus an item", HOLE, "['-98.77', '-74.537', '-1']"),
+    _c("power_function", OK, "4 significant figures", RIGHT, "1.187e+16"),
+    _c("power_function", TOL, "4 significant figures, last one wrong", HOLE, "1.186e+16"),
+    _c("simple_integration", OK, "lower-case constant", RIGHT, "-8*x**9/5 + c"),
+    _c("simple_integration", CALL, "nested powers too large", HOLE, "((9**64)**64)**64*x"),
     _c("n_queens", OK, "spacing", RIGHT, "_  Q _ _\n_ _ _ Q\nQ _ _ _ \n_ _ Q _"),
 ]
 
