@@ -22,6 +22,7 @@ from algos import dist, microbatch
 from algos.heldout import heldout_eval
 from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
+from policies.lora import LoRAConfig
 from policies.base import PolicyError, ServerDown
 from verifiers.code import SandboxDown, raise_if_sandbox_down
 
@@ -34,6 +35,8 @@ class RunConfig:
     """environment options (set them as env.KEY=VALUE, e.g. env.difficulty=3)"""
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     """the model (see policy.* keys); default the shipped cold-start checkpoint tiny-sft"""
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    """train LoRA adapters instead of every weight (see lora.* keys; lora.r=0, the default: full fine-tuning)"""
     max_new_tokens: int = 96
     """completion length limit"""
     gradient_checkpointing: bool = False
@@ -127,7 +130,7 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     setup = Setup(cfg, env, None, None, None, run, world=w)
     ckpt = run.latest_checkpoint() if cfg.resume else None
     policy_cfg = dataclasses.replace(cfg.policy, model=ckpt) if ckpt else cfg.policy
-    setup.engine, setup.model, setup.tokenizer = load(policy_cfg)
+    setup.engine, setup.model, setup.tokenizer = load(policy_cfg, cfg.lora)  # a LoRA checkpoint: base + its adapter
     if setup.model is None:
         raise cfglib.ConfigError(f"policy.engine={cfg.policy.engine} cannot be trained; use policy.engine=transformers or vllm")
     if getattr(cfg, "gradient_checkpointing", False):
@@ -173,7 +176,8 @@ def sync_engine(s: Setup) -> None:
 
 def adamw(s: Setup, module: Any, lr: float, weight_decay: float = 0.0, beta2: float = 0.99) -> torch.optim.AdamW:
     """AdamW over the module's parameters, with the optimizer state restored when resuming."""
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, beta2))
+    params = [p for p in module.parameters() if p.requires_grad]  # with LoRA: the adapters
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, beta2))
     if s.optimizer_state is not None:
         dist.load_optimizer_state(module, opt, s.optimizer_state)
     return opt

@@ -322,7 +322,14 @@ def load_optimizer_state(model: Any, opt: Any, state: dict[str, Any]) -> None:
 
 
 def frozen_copy(model: Any, w: World | None = None) -> Any:
-    """A frozen, unsharded copy of the model's current weights (a reference model)."""
+    """A frozen, unsharded copy of the model's current weights (a reference model). A LoRA model is not
+    copied: its reference is the same module with the adapters switched off, its frozen base
+    (`policies.lora.Reference`; under fsdp the unsharded full copy's, so no rank waits on another)."""
+    from policies import lora
+
+    if lora.enabled(model):
+        w = w or world()
+        return lora.reference(w.full_copy if _is_fsdp(model) else model)
     return copy.deepcopy(full_model(model, w)).eval().requires_grad_(False)
 
 

@@ -36,7 +36,7 @@ from algos import dist, losses
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, update,
                           warmup)
-from policies import SamplingParams
+from policies import SamplingParams, lora
 from policies.hf import Batch, _positions, collate, token_logprobs
 
 
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         extra = torch.load(os.path.join(run.latest_checkpoint(), "critic.pt"), weights_only=False)
         critic.load_state_dict(extra["critic"])
         copt.load_state_dict(extra["optimizer"])
-        if ref is not None:  # the reference is the run's starting model, not the checkpoint
-            from policies import load_model
+        if ref is not None and not lora.enabled(model):  # the reference is the run's starting model, not the
+            from policies import load_model  # checkpoint (a LoRA model's reference, its frozen base, already is)
 
             ref = load_model(cfg.policy)[0].eval().requires_grad_(False)
     position = s.state.get("position", 0)

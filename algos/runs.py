@@ -6,7 +6,8 @@
       samples.jsonl                   sampled completions with their rewards
       events.out.tfevents.*           TensorBoard
       curves.png                      reward parts and accuracy
-      checkpoints/step-N/             Hugging Face checkpoint + trainer_state.pt (optimizer, RNG, data position)
+      checkpoints/step-N/             Hugging Face checkpoint + trainer_state.pt (optimizer, RNG, data position);
+                                      with lora.r > 0 the adapter alone, in peft's format (policies/lora.py)
       summary.json                    the headline figures
 """
 
@@ -138,9 +139,14 @@ class Run:
 
     def _write_checkpoint(self, path: str, step: int, model: Any, tokenizer: Any, opt_state: Any, state: Any,
                           rngs: list | None, extra: dict[str, Any] | None, keep: int) -> None:
+        from policies import lora
+
         tmp = path + ".tmp"
         os.makedirs(tmp, exist_ok=True)
-        model.save_pretrained(tmp)
+        if lora.enabled(model):  # the adapter and the base model's name: policies.load_model loads both again
+            lora.save_adapter(model, tmp)
+        else:
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         torch.save({"step": step, "optimizer": opt_state, "state": state or {}, "rng": rng_state(),
                     "rng_per_rank": rngs}, os.path.join(tmp, "trainer_state.pt"))

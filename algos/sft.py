@@ -29,6 +29,7 @@ from algos.heldout import heldout_eval
 from algos import microbatch
 from algos.common import Progress, adamw, progress_bar, run_main, save_on_interrupt, set_lr, start, sync_engine
 from policies import PolicyConfig
+from policies.lora import LoRAConfig
 from policies.hf import encode_prompt, token_logprobs
 
 
@@ -48,6 +49,8 @@ class SFTConfig:
     """train on this dataset instead (hub name or local file/folder): columns prompt+response (or completion), or messages"""
     policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig(model="tiny"))
     """the model to train (see policy.* keys); SFT starts from the fresh built-in tiny model"""
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+    """train LoRA adapters instead of every weight (see lora.* keys; lora.r=0, the default: full fine-tuning)"""
     demo_slip_rate: float = 0.6
     """environments with imperfect demonstrations (math): share of slipped worked solutions (a forgotten carry or
     borrow, the answer following it) among problems that have the spot for one; 0.6 is the shipped cold start's

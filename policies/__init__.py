@@ -54,14 +54,23 @@ class PolicyConfig:
     """engine=server, weight_sync=filesystem: a folder the servers can read (default: a temporary folder, same machine)"""
 
 
-def load_model(cfg: PolicyConfig) -> tuple[Any, Any]:
-    """(model, tokenizer) for ``cfg.model``, on ``cfg.device`` in ``cfg.dtype``."""
+def load_model(cfg: PolicyConfig, lora: Any = None) -> tuple[Any, Any]:
+    """(model, tokenizer) for ``cfg.model``, on ``cfg.device`` in ``cfg.dtype``; with ``lora``
+    (`policies.lora.LoRAConfig`, ``r > 0``) the model carries fresh LoRA adapters, all else frozen.
+
+    A LoRA checkpoint folder (``adapter_config.json``) loads its base model, then the adapter: kept
+    apart and trainable when ``lora.r > 0`` (a resume), merged into the weights otherwise."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from policies import gguf
+    from policies import lora as lora_mod
     from policies.hf import resolve_device, resolve_dtype
     from policies.tiny import build_model, resolve_model_path
 
+    training_lora = lora is not None and lora.r != 0
+    if os.path.isdir(cfg.model) and lora_mod.is_adapter(cfg.model):
+        model, tok = load_model(dataclasses.replace(cfg, model=lora_mod.base_of(cfg.model)))
+        return lora_mod.load_adapter(model, cfg.model, trainable=training_lora), tok
     device, dtype = resolve_device(cfg.device), resolve_dtype(cfg.dtype)
     if cfg.model == "tiny":
         model, tok = build_model(seed=cfg.seed)
@@ -80,16 +89,18 @@ def load_model(cfg: PolicyConfig) -> tuple[Any, Any]:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    return model.to(device=device, dtype=dtype), tok
+    model = model.to(device=device, dtype=dtype)
+    return (lora_mod.attach(model, lora, base=cfg.model) if training_lora else model), tok
 
 
-def load(cfg: PolicyConfig) -> tuple[Policy, Any, Any]:
-    """(engine, model, tokenizer). For engine=openai, model and tokenizer are None."""
+def load(cfg: PolicyConfig, lora: Any = None) -> tuple[Policy, Any, Any]:
+    """(engine, model, tokenizer), the model with LoRA adapters when ``lora.r > 0`` (see `load_model`).
+    For engine=openai, model and tokenizer are None."""
     if cfg.engine == "openai":
         from policies.openai_client import OpenAIEngine
 
         return OpenAIEngine.from_config(cfg), None, None
-    model, tok = load_model(cfg)
+    model, tok = load_model(cfg, lora)
     if cfg.engine == "server":
         from policies.server_client import ServerEngine
 

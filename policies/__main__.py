@@ -4,7 +4,8 @@ import sys
 
 from policies.cli import main_usage
 
-COMMANDS = {"serve": "an OpenAI-compatible generation server on the transformers engine (see policies/server.py)"}
+COMMANDS = {"serve": "an OpenAI-compatible generation server on the transformers engine (see policies/server.py)",
+            "merge": "a LoRA run or checkpoint as a merged Hugging Face folder: merge RUN_DIR_OR_CHECKPOINT out=DIR"}
 
 
 def main() -> None:
@@ -16,6 +17,15 @@ def main() -> None:
 
         try:
             serve(sys.argv[2:])
+        except (FileNotFoundError, ImportError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2)
+        return
+    if cmd == "merge":
+        from policies.lora import merge_main
+
+        try:
+            merge_main(sys.argv[2:])
         except (FileNotFoundError, ImportError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2)

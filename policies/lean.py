@@ -5,8 +5,9 @@ Why: ``model(...)`` with a KV cache object builds masks, cache bookkeeping and o
 every token, and recomputes a prompt for each of its samples. Here:
 
 - q/k/v and gate/up projections are fused into one matmul each, re-fused from the live weights
-  at every ``generate`` call (training updates are always seen); on the CPU the weights are
-  then reordered once for oneDNN, which a plain ``F.linear`` does on every call;
+  at every ``generate`` call (training updates are always seen; a LoRA layer's adapter is merged
+  into its weight there, `policies.lora.effective_weight`); on the CPU the weights are then
+  reordered once for oneDNN, which a plain ``F.linear`` does on every call;
 - each distinct prompt is run once; its keys and values serve all its samples (see
   `LeanDecoder`), and the caches are preallocated tensors with an additive mask for left padding;
 - the model's own modules supply the rotary embeddings and (where it is not the plain RMSNorm)
@@ -24,6 +25,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from policies.lora import effective_weight
 
 
 def supports(model: Any) -> bool:
@@ -72,14 +75,16 @@ class LeanDecoder:
         self.layers = []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
-            w_qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight], 0)
+            # a LoRA layer's weight is merged here (W + (alpha / r) B A): the adapted model, fused
+            w = effective_weight
+            w_qkv = torch.cat([w(a.q_proj), w(a.k_proj), w(a.v_proj)], 0)
             b_qkv = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], 0) if a.q_proj.bias is not None else None
-            w_gu = torch.cat([m.gate_proj.weight, m.up_proj.weight], 0)
-            self.layers.append((layer.input_layernorm, self.linear.pack(w_qkv), b_qkv, self.linear.pack(a.o_proj.weight),
+            w_gu = torch.cat([w(m.gate_proj), w(m.up_proj)], 0)
+            self.layers.append((layer.input_layernorm, self.linear.pack(w_qkv), b_qkv, self.linear.pack(w(a.o_proj)),
                                 layer.post_attention_layernorm, self.linear.pack(w_gu),
-                                self.linear.pack(m.down_proj.weight)))
+                                self.linear.pack(w(m.down_proj))))
         head = model.lm_head
-        self.head = (self.linear.pack(head.weight), getattr(head, "bias", None))
+        self.head = (self.linear.pack(effective_weight(head)), getattr(head, "bias", None))
         self.max_len = max_len
         self.kp: list[torch.Tensor] = []  # per layer [prompts, KV, P, D], from prefill
         self.vp: list[torch.Tensor] = []

@@ -165,16 +165,17 @@ class _KeepRNG:
 
 
 def model_source(cfg: Any, model: Any, tokenizer: Any) -> tuple[str, Any]:
-    """A path or hub name vLLM can load ``model`` from; a model with no folder is saved to a
-    temporary one first. Returns (source, temporary directory or None)."""
+    """A path or hub name vLLM can load ``model`` from; a model with no folder, or with LoRA adapters
+    (merged), is saved to a temporary one first. Returns (source, temporary directory or None)."""
+    from policies import lora
+
     src = getattr(model, "name_or_path", None) or ""
-    if os.path.isdir(src):
+    if os.path.isdir(src) and not lora.enabled(model):
         return src, None
-    if src and cfg.model != "tiny" and not os.path.exists(src):
+    if src and cfg.model != "tiny" and not os.path.exists(src) and not lora.enabled(model):
         return src, None  # a hub name
     tmp = tempfile.TemporaryDirectory(prefix="rlvr-vllm-model-")
-    model.save_pretrained(tmp.name)
-    tokenizer.save_pretrained(tmp.name)
+    lora.save_merged(model, tokenizer, tmp.name)
     return tmp.name, tmp
 
 
@@ -249,12 +250,14 @@ class VLLMEngine:
         """Copy the training model's current weights into the engine."""
         import torch
 
+        from policies import lora
+
         if self._weights_asleep:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             self.llm.wake_up(tags=["weights"])
             self._weights_asleep = False
-        weights = [(n, p.detach()) for n, p in model.named_parameters()]
+        weights = lora.merged_parameters(model)  # a LoRA model's merged weights, under the plain model's names
         self.llm.collective_rpc(_load_weights, args=(weights,))
         self.llm.reset_prefix_cache()
 

@@ -14,6 +14,11 @@ generation engine that quietly kept stale or half-loaded weights).
   (``/start_weight_update``, ``/update_weights``, ``/finish_weight_update``), then sets and reads
   back the version (``/update_weight_version``, ``/weight_info``). GPU only; written against
   vLLM 0.33's ``vllm.distributed.weight_transfer`` API, not run here (no GPU).
+
+A LoRA model (``lora.r > 0``) is sent merged: each adapted layer's W + (alpha / r) B A under the
+plain model's parameter names (`policies.lora.merged_state_dict`), so the servers load it as the
+base model they serve; the checksum is over those merged tensors. ``nccl`` refuses it (vLLM's
+transfer reads the module's own parameters).
 """
 
 from __future__ import annotations
@@ -23,18 +28,26 @@ import os
 import tempfile
 from typing import Any, Sequence
 
+from policies import lora
+from policies.base import PolicyError
+
 
 class WeightSyncError(RuntimeError):
     """A server does not serve the weights the trainer sent."""
 
 
 def weights_checksum(model: Any) -> str:
-    """BLAKE2b of every tensor of the state dict (names sorted, as float32 bytes): what the
-    trainer sent and what the server loaded hash alike only if they are equal, bit for bit."""
+    """BLAKE2b of every tensor of the state dict (names sorted, as float32 bytes; a LoRA model's
+    merged one): what the trainer sent and what the server loaded hash alike only if they are equal,
+    bit for bit."""
+    return _checksum(lora.merged_state_dict(model))
+
+
+def _checksum(sd: dict[str, Any]) -> str:
     import torch
 
     h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(model.state_dict().items()):
+    for name, t in sorted(sd.items()):
         h.update(name.encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -53,13 +66,18 @@ class FilesystemSync:
         self._last: str | None = None
 
     def push(self, model: Any, version: int, replicas: Sequence[int]) -> str:
-        from safetensors.torch import save_model
+        from safetensors.torch import _remove_duplicate_names, save_file
 
         path = os.path.join(self.folder, f"v{version}.safetensors")
         tmp = path + ".tmp"
-        save_model(model, tmp)  # handles tied weights (one copy on disk)
+        sd = lora.merged_state_dict(model)
+        want = _checksum(sd)
+        disk = dict(sd)
+        for kept, dropped in _remove_duplicate_names(disk).items():  # tied weights: one copy on disk, as
+            for name in dropped:  # safetensors' save_model writes it (the server loads with load_model)
+                del disk[name]
+        save_file({k: v.contiguous() for k, v in disk.items()}, tmp, metadata={"format": "pt"})
         os.replace(tmp, path)
-        want = weights_checksum(model)
         for i in replicas:
             self.post(i, "/pause", {})
             try:
@@ -99,6 +117,10 @@ class NCCLSync:
         import requests
         from vllm.distributed.weight_transfer.base import ModuleSource
 
+        if lora.enabled(model):
+            raise PolicyError("policy.weight_sync=nccl sends the module's own parameters, and a LoRA model's are "
+                              "split into base and adapter; use policy.weight_sync=filesystem (merged weights) "
+                              "with lora.r > 0")
         if not self._engines:  # once: one NCCL group per replica (trainer rank 0 + that replica's workers)
             for i in replicas:
                 info = self._info_cls(master_address=self.master_address, master_port=self.master_port + i,
