@@ -35,14 +35,17 @@ from typing import Any, ClassVar, Literal
 from algos import config as cfglib
 from algos import dist
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
-                          reduce_stats, run_main, save_on_interrupt, set_lr, start, update, warmup)
-from algos.preference import LossSettings, kto_batch_loss, load_preference_data, pair_loss
+                          reduce_stats, run_main, save_on_interrupt, set_lr, start, warmup)
+from algos import microbatch
+from algos.preference import LossSettings, kto_step, load_preference_data, pair_step
+from policies import lora
 
 
 @dataclasses.dataclass
 class DPOConfig(RunConfig):
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
-    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "max_new_tokens": 512, "heldout_size": 200}
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "max_new_tokens": 512, "heldout_size": 200,
+                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS}
     data: str | None = None
     """preference dataset: hub name or local JSON/JSONL/Parquet (build one with python -m algos.preference)"""
     loss: Literal["dpo", "orpo", "simpo", "kto"] = "dpo"
@@ -94,9 +97,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  "python -m algos.preference env=math out=prefs.jsonl)")
     rows = load_preference_data(cfg.data, tok, "thumbs" if cfg.loss == "kto" else "pairs")
     settings = loss_settings(cfg)
+    limits = microbatch.Limits.of(cfg)
+    kto = cfg.loss == "kto"
+    longest = max((len(r.prompt_ids) + len(r.completion_ids) if kto else
+                   2 * (len(r.prompt_ids) + max(len(r.chosen_ids), len(r.rejected_ids))) for r in rows), default=0)
+    microbatch.check(cfg, -(-cfg.batch_size // s.world.size), "batch_size, split over processes", longest=longest,
+                     unit="examples" if kto else "pairs",
+                     longest_what=f"the longest {'example' if kto else 'pair (2 rows)'} of data={cfg.data}:")
     # the reference: the starting weights, frozen (ORPO and SimPO need none)
     ref = dist.frozen_copy(model) if cfg.loss in ("dpo", "kto") else None
-    if ref is not None and s.step:  # resuming: the reference is the run's starting model, not the checkpoint
+    if ref is not None and s.step and not lora.enabled(model):  # resuming: the reference is the run's starting
+        # model, not the checkpoint (a LoRA model's reference, its frozen base, already is)
         from policies import load_model
 
         ref = load_model(cfg.policy)[0].eval().requires_grad_(False)
@@ -125,14 +136,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model.train()
             set_lr(opt, warmup(cfg.lr, step, cfg.warmup_steps))
             if cfg.loss == "kto":
-                loss, stats = kto_batch_loss(model, ref, local, tok.pad_token_id, settings, cfg.kto_desirable_weight,
-                                             cfg.kto_undesirable_weight)
-            elif local:
-                loss, stats = pair_loss(model, ref, local, tok.pad_token_id, settings, count=float(len(mb)))
+                gn, loss_val, stats = kto_step(opt, model, ref, local, tok.pad_token_id, settings, limits, cfg.grad_clip,
+                                               cfg.kto_desirable_weight, cfg.kto_undesirable_weight)
             else:
-                loss, stats = None, {}
-            gn = update(opt, model, loss, cfg.grad_clip)
-            loss_val = w.sum(loss.item() if loss is not None else 0.0)
+                gn, loss_val, stats = pair_step(opt, model, ref, local, tok.pad_token_id, settings, float(len(mb)), limits,
+                                                cfg.grad_clip)
+            loss_val = w.sum(loss_val)
             stats = reduce_stats(stats, len(local))
             # -------------------------------------------------------------- log
             metrics = {f"loss/{cfg.loss}": loss_val, "train/grad_norm": gn, "train/lr": opt.param_groups[0]["lr"],

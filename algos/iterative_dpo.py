@@ -34,15 +34,17 @@ import torch
 from algos import dist
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reduce_stats, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
-                          sync_engine, update, warmup)
-from algos.preference import LossSettings, Pair, build_pairs, pair_loss
+                          sync_engine, warmup)
+from algos import microbatch
+from algos.preference import LossSettings, Pair, build_pairs, pair_step
 from policies import SamplingParams
 
 
 @dataclasses.dataclass
 class IterativeDPOConfig(RunConfig):
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
-    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200}
+    REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200,
+                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS}
     rounds: int = 16
     """sample-pair-train rounds"""
     save_every: int = 4
@@ -95,6 +97,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = LossSettings(cfg.loss, cfg.beta, cfg.simpo_beta, cfg.simpo_gamma, cfg.orpo_lambda, cfg.nll_weight)
     w = s.world
     share = w.shard(cfg.tasks_per_round, "a round's tasks", "tasks_per_round")
+    limits = microbatch.Limits.of(cfg)
+    microbatch.check(cfg, -(-cfg.batch_size // w.size), "batch_size pairs, split over processes",
+                     longest=2 * (cfg.max_new_tokens + 1), unit="pairs",
+                     longest_what=f"a pair: 2 rows of a completion of max_new_tokens={cfg.max_new_tokens} and its prompt, at least")
     ref = dist.frozen_copy(model) if cfg.loss == "dpo" else None
     if ref is not None and s.step:  # resuming: the reference as it was (last refreshed at a multiple of K rounds)
         ref.load_state_dict(torch.load(os.path.join(run.latest_checkpoint(), "reference.pt"), weights_only=True))
@@ -139,11 +145,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     set_lr(opt, warmup(cfg.lr, updates, cfg.warmup_steps))
                     mb = pairs[lo:lo + cfg.batch_size]
                     local = w.strided(mb)
-                    loss, st = pair_loss(model, ref, local, tok.pad_token_id, settings, float(len(mb))) if local else (None, {})
-                    update(opt, model, loss, cfg.grad_clip)
+                    _, loss, st = pair_step(opt, model, ref, local, tok.pad_token_id, settings, float(len(mb)), limits,
+                                            cfg.grad_clip)
                     updates += 1
                     st = reduce_stats(st, len(local))
-                    for k, v in {f"loss/{cfg.loss}": w.sum(loss.item() if loss is not None else 0.0), **st}.items():
+                    for k, v in {f"loss/{cfg.loss}": w.sum(loss), **st}.items():
                         stats.setdefault(k, []).append(v)
             if ref is not None and cfg.ref_refresh_every and (rnd + 1) % cfg.ref_refresh_every == 0:
                 ref.load_state_dict(dist.full_state_dict(model))

@@ -82,10 +82,9 @@ def check(cfg: Any, step_rows: int, what: str, longest: int | None = None, unit:
         raise ConfigError(f"micro_batch_size={cfg.micro_batch_size} is larger than an optimizer step's {step_rows} {unit}{on} "
                           f"({what}); use micro_batch_size<={step_rows}, or micro_batch_size=0 for no limit")
     if cfg.micro_batch_tokens and longest is not None and cfg.micro_batch_tokens < longest:
-        what = longest_what or f"a completion of max_new_tokens={cfg.max_new_tokens} after a prompt"
+        what = longest_what or f"a completion of max_new_tokens={cfg.max_new_tokens} and its prompt, at least"
         raise ConfigError(f"micro_batch_tokens={cfg.micro_batch_tokens} is smaller than the longest row a step can hold "
-                          f"({what}: over {longest - 1} tokens); use micro_batch_tokens>={longest} (more for long prompts), "
-                          f"or micro_batch_tokens=0 for no budget")
+                          f"({what} {longest} tokens); use micro_batch_tokens>={longest}, or micro_batch_tokens=0 for no budget")
 
 
 def plan(lengths: Sequence[tuple[int, int]], limits: Limits, rows_per_unit: int = 1, strict: bool = True,
@@ -291,13 +290,17 @@ class Means:
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
         self.n = 0.0
+        self.parts: list[dict[str, float]] = []
 
     def add(self, stats: dict[str, float], n: float) -> None:
         for k, v in stats.items():
             self.sums[k] = self.sums.get(k, 0.0) + v * n
         self.n += n
+        self.parts.append(stats)
 
     def result(self) -> dict[str, float]:
+        if len(self.parts) == 1:  # one micro-batch: its means as they are (x * n / n may differ in the last bit)
+            return dict(self.parts[0])
         return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
 
 

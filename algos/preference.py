@@ -20,7 +20,7 @@ from typing import Any, Literal, Sequence
 import torch
 
 from algos import config as cfglib
-from algos import losses
+from algos import losses, microbatch
 from policies import PolicyConfig, SamplingParams
 from policies.hf import Batch, collate, encode_prompt, token_logprobs
 from verifiers.code import raise_if_sandbox_down
@@ -166,35 +166,71 @@ def pair_loss(model: Any, ref: Any, pairs: Sequence[Pair], pad_id: int, s: LossS
     return loss, stats
 
 
-def kto_batch_loss(model: Any, ref: Any, thumbs: Sequence[Thumb], pad_id: int, s: LossSettings,
-                   w_desirable: float = 1.0, w_undesirable: float = 1.0) -> tuple[torch.Tensor | None, dict[str, float]]:
-    """Mean KTO loss of a minibatch. The reference point z is the batch's mean KL estimate
-    mean(pi - ref) over mismatched (prompt, completion) pairs: each completion is scored after the
-    next example's prompt, as in the KTO paper and TRL. Under torchrun ``thumbs`` is this rank's
-    share: z and the mean are over every rank's examples."""
+def pair_step(opt: Any, model: Any, ref: Any, pairs: Sequence[Pair], pad_id: int, s: LossSettings, count: float,
+              limits: microbatch.Limits, grad_clip: float) -> tuple[float, float, dict[str, float]]:
+    """One optimizer step of a pairwise loss on ``pairs`` (this rank's share of a minibatch of ``count``
+    pairs over every rank), as micro-batches of whole pairs (`microbatch.plan`: a pair is 2 rows) with
+    gradients accumulated: each micro-batch's `pair_loss` is over ``count``, so they add up to the
+    minibatch's mean. Returns (gradient norm, this rank's loss, its statistics: means over its pairs)."""
+    means, total = microbatch.Means(), 0.0
+
+    def loss_of(part: list[Pair]) -> torch.Tensor:
+        nonlocal total
+        loss, st = pair_loss(model, ref, part, pad_id, s, count)
+        means.add(st, len(part))
+        total += loss.item()
+        return loss
+
+    lengths = [(len(p.prompt_ids), max(len(p.chosen_ids), len(p.rejected_ids))) for p in pairs]
+    parts = microbatch.split(pairs, lengths, limits, rows_per_unit=2, unit="pair")
+    gn = microbatch.step(opt, model, parts, loss_of, grad_clip)
+    return gn, total, means.result()
+
+
+def kto_step(opt: Any, model: Any, ref: Any, thumbs: Sequence[Thumb], pad_id: int, s: LossSettings,
+             limits: microbatch.Limits, grad_clip: float, w_desirable: float = 1.0,
+             w_undesirable: float = 1.0) -> tuple[float, float, dict[str, float]]:
+    """One optimizer step of KTO on ``thumbs`` (this rank's share of a minibatch), in micro-batches.
+    The reference point z is the minibatch's mean KL estimate mean(pi - ref) over mismatched
+    (prompt, completion) pairs: each completion scored after the next example's prompt, as in the KTO
+    paper and TRL. It and the loss's mean are over every rank's examples, computed before the split,
+    so the micro-batches' losses add up to the unsplit one. Returns (gradient norm, this rank's loss,
+    its statistics)."""
     from algos.dist import world
 
     w = world()
-    dev = next(model.parameters()).device
-    kl_sum = torch.zeros((), device=dev)
-    if thumbs:
-        batch = collate([t.prompt_ids for t in thumbs], [t.completion_ids for t in thumbs], pad_id).to(dev)
-        total, _ = sequence_logps(model, batch)
+    n = len(thumbs)
+    count = max(w.sum(float(n)), 1.0)
+
+    def summed(module: Any, rows: microbatch.Rows) -> torch.Tensor:  # each row's summed completion logprob [n]
+        lp = microbatch.token_values(module, rows, limits, pad_id, lambda m, b: token_logprobs(m, b))
+        return torch.stack([x.sum() for x in lp]) if lp else torch.zeros(0)
+
+    mis = microbatch.Rows([thumbs[(i + 1) % n].prompt_ids for i in range(n)], [t.completion_ids for t in thumbs], [None] * n)
+    kl = w.sum((summed(model, mis) - summed(ref, mis)).sum().double()).float() / count  # z, without gradient
+    rewards = torch.zeros(n)
+    total = 0.0
+
+    def loss_of(idx: list[int]) -> torch.Tensor:
+        nonlocal total
+        part = [thumbs[i] for i in idx]
+        batch = collate([t.prompt_ids for t in part], [t.completion_ids for t in part], pad_id).to(next(model.parameters()).device)
+        pi, _ = sequence_logps(model, batch)
         with torch.no_grad():
-            ref_total, _ = sequence_logps(ref, batch)
-            shifted = [thumbs[(i + 1) % len(thumbs)].prompt_ids for i in range(len(thumbs))]
-            mis = collate(shifted, [t.completion_ids for t in thumbs], pad_id).to(dev)
-            kl_sum = (sequence_logps(model, mis)[0] - sequence_logps(ref, mis)[0]).sum()
-    count = max(w.sum(float(len(thumbs))), 1.0)
-    kl = w.sum(kl_sum) / count
-    if not thumbs:  # this rank has no rows this time (it took part in the reductions above)
-        return None, {}
-    desirable = torch.tensor([t.desirable for t in thumbs], device=dev)
-    loss = losses.kto_loss(total, ref_total, desirable, kl.expand_as(total), s.beta, w_desirable, w_undesirable)
-    r = (total - ref_total).detach()
-    stats = {"pref/kl_ref": kl.item(), "pref/reward_desirable": r[desirable].mean().item() if desirable.any() else 0.0,
-             "pref/reward_undesirable": r[~desirable].mean().item() if (~desirable).any() else 0.0}
-    return loss.sum() / count, stats
+            ref_logp, _ = sequence_logps(ref, batch)
+        desirable = torch.tensor([t.desirable for t in part], device=pi.device)
+        loss = losses.kto_loss(pi, ref_logp, desirable, kl.to(pi.device).expand_as(pi), s.beta, w_desirable,
+                               w_undesirable).sum() / count
+        rewards[idx] = (pi - ref_logp).detach().cpu()
+        total += loss.item()
+        return loss
+
+    parts = microbatch.plan([(len(t.prompt_ids), len(t.completion_ids)) for t in thumbs], limits, unit="example")
+    gn = microbatch.step(opt, model, parts, loss_of, grad_clip)
+    des = torch.tensor([t.desirable for t in thumbs], dtype=torch.bool)
+    stats = {"pref/kl_ref": kl.item(), "pref/reward_desirable": rewards[des].mean().item() if des.any() else 0.0,
+             "pref/reward_undesirable": rewards[~des].mean().item() if (~des).any() else 0.0} if n else {}
+    return gn, total, stats
 
 
 # ---------------------------------------------------------------------- building a preference file
