@@ -12,7 +12,11 @@ used up). The reward is the final ``<answer>``'s verdict (the math verifier, plu
 minus ``call_cost`` per call (0 by default), never below 0. Text inside ``<result>`` blocks is
 the tools', not the model's: it is removed before scoring (a program that prints
 ``<answer>42</answer>`` answers nothing) and trainers leave its tokens out of the loss
-(``Rollout.loss_mask``).
+(``Rollout.loss_mask``). A tool's output can never close its ``<result>`` block or write a tag
+of the model's: every ``<`` that would open a tag (``</result>``, ``<answer>``, ``</think>``, a chat
+template's ``<|im_end|>``) is written ``&lt;`` when the result is inserted (`result_block`), in
+the gym ``step`` and in the token-level turn loop (`algos.episodes`) alike, so the transcript's
+tags are the model's own.
 
 Gymnasium API: ``reset`` gives the prompt; ``step(text)`` with a tool call (and calls left)
 returns the result block as the observation, ``terminated=False``, and ``info["transcript"]``;
@@ -22,6 +26,7 @@ the final ``step`` scores the whole transcript.
 from __future__ import annotations
 
 import ast
+import decimal
 import operator
 import re
 from fractions import Fraction
@@ -41,40 +46,61 @@ TOOL_INSTRUCTION = (
 _CALL = re.compile(r'<tool\s+name\s*=\s*"?(\w+)"?\s*>(.*?)</tool>\s*$', re.S)
 _RESULT = re.compile(r"<result>.*?</result>", re.S)
 _RESULT_BLOCK = re.compile(r"<result>.*?</result>\n?", re.S)  # as `run_tools` returns it
+_TAG_OPEN = re.compile(r"<(?=[/A-Za-z!?|])")
+_MAX_BITS = 4000  # any exact value calc computes on the way (about 1,200 digits)
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 
 
+def result_block(output: str) -> str:
+    """A tool's output as the ``<result>`` block the model reads next: no tag can be opened inside it."""
+    return f"<result>{_TAG_OPEN.sub('&lt;', output)}</result>\n"
+
+
+def _bits(v: Fraction) -> int:
+    return max(v.numerator.bit_length(), v.denominator.bit_length())
+
+
 def calc(expr: str, max_digits: int = 1000) -> str:
     """Exact arithmetic on integers and decimals: + - * / // % ** and parentheses, nothing else
-    (no names, no calls, no attribute access: parsed, never ``eval``'d)."""
+    (no names, no calls, no attribute access: parsed, never ``eval``'d). Every value on the way is
+    bounded (``_MAX_BITS``), so no expression can make it compute for long or fail to print."""
     def ev(node: ast.AST) -> Fraction:
         if isinstance(node, ast.Expression):
             return ev(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return Fraction(str(node.value))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = Fraction(str(node.value))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             v = ev(node.operand)
-            return -v if isinstance(node.op, ast.USub) else v
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            v = -v if isinstance(node.op, ast.USub) else v
+        elif isinstance(node, ast.BinOp) and type(node.op) in _OPS:
             a, b = ev(node.left), ev(node.right)
             if isinstance(node.op, ast.Pow):
-                if b.denominator != 1 or abs(b) > 64 or abs(a.numerator) > 10 ** 12:
-                    raise ValueError("powers are limited to integer exponents up to 64")
-                return a ** int(b)
-            if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and b == 0:
+                if b.denominator != 1 or abs(b) > 64 or _bits(a) * abs(int(b)) > _MAX_BITS:
+                    raise ValueError("powers are limited to integer exponents up to 64 and results of about 1,200 digits")
+                if a == 0 and b < 0:
+                    raise ValueError("division by zero")
+                v = a ** int(b)
+            elif isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and b == 0:
                 raise ValueError("division by zero")
-            out = _OPS[type(node.op)](a, b)
-            return Fraction(out)
-        raise ValueError(f"not arithmetic: {ast.dump(node)[:60]}")
+            else:
+                v = Fraction(_OPS[type(node.op)](a, b))
+        else:  # the node's kind only: the model's text is never echoed back as a tool's output
+            raise ValueError(f"not arithmetic: {type(node).__name__} is not allowed")
+        if _bits(v) > _MAX_BITS:
+            raise ValueError("the result is too large")
+        return v
 
     try:
         v = ev(ast.parse(expr.strip(), mode="eval"))
-    except (SyntaxError, ValueError, TypeError, OverflowError, RecursionError) as e:
-        return f"error: {e}"
-    if len(str(v.numerator)) > max_digits:
+    except (SyntaxError, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as e:
+        return f"error: {type(e).__name__ if isinstance(e, (RecursionError, MemoryError)) else e}"
+    if v.numerator.bit_length() > max_digits * 3.33:
         return "error: the result is too large"
-    return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator} = {float(v):.10g}"
+    if v.denominator == 1:
+        return str(v.numerator)
+    approx = decimal.Context(prec=10).divide(decimal.Decimal(v.numerator), decimal.Decimal(v.denominator))
+    return f"{v.numerator}/{v.denominator} = {approx:.10g}"
 
 
 class ToolMathEnv(TextEnv):
@@ -140,7 +166,7 @@ class ToolMathEnv(TextEnv):
                     out[i] = "error: " + (t.error or "the program failed")[-300:]
                 else:
                     out[i] = (res.stdout or "").strip()[:2000]
-        return [f"<result>{o}</result>\n" for o in out]
+        return [result_block(o) for o in out]  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- scoring
     def model_text(self, transcript: str) -> str:
@@ -166,7 +192,7 @@ class ToolMathEnv(TextEnv):
             return self.gold_completion(task)
         value = calc(m.group(1))
         return (f"<think>\nThe calculator computes it.\n</think>\n<tool name=\"calc\">{m.group(1)}</tool>"
-                f"<result>{value}</result>\n<answer>{task.reference}</answer>")
+                f"{result_block(value)}<answer>{task.reference}</answer>")
 
     def demonstration_parts(self, task: Task) -> list[tuple[str, bool]]:
         """The demonstration as (text, trained) pieces: a tool's ``<result>`` block is the
