@@ -51,6 +51,7 @@ when that block is there); a completion whose last ``<think>`` is never closed h
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import re
 import unicodedata
@@ -112,7 +113,13 @@ _LANG_SEEDED = [False]
 
 
 def detect_language(text: str) -> str | None:
-    """ISO 639-1 code of ``text`` (None when langdetect cannot tell); deterministic."""
+    """ISO 639-1 code of ``text`` (None when langdetect cannot tell); deterministic (seeded), so
+    texts up to 4,000 characters are cached: the loose variants and the training mode's readings
+    ask again for the same text."""
+    return _detect_cached(text) if len(text) <= 4000 else _detect(text)
+
+
+def _detect(text: str) -> str | None:
     try:
         import langdetect
         from langdetect import DetectorFactory
@@ -125,6 +132,9 @@ def detect_language(text: str) -> str | None:
         return langdetect.detect(text)
     except langdetect.LangDetectException:
         return None
+
+
+_detect_cached = functools.lru_cache(maxsize=4096)(_detect)
 
 
 # ------------------------------------------------------------------------------ the checkers
