@@ -329,15 +329,17 @@ CHECKERS: dict[str, Callable[..., bool]] = {
 
 MODES = ("train", "benchmark")
 
-# Cyrillic, Greek and Armenian letters drawn like Latin ones (Unicode's confusables, the letters only)
+# Cyrillic, Greek, Armenian letters and Latin small capitals drawn like Latin letters (Unicode's confusables, the letters only)
 _CONFUSABLES = str.maketrans(dict(zip(
-    "аеорсухіјѕԁһӏԛԝѵүɑ" "АВЕКМНОРСТУХІЈЅԀԚԜҮӀ" "αονριкκυχϲϳε" "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ" "օսհոցՕՍıȷ",
-    "aeopcyxijsdhlqwvya" "ABEKMHOPCTYXIJSDQWYI" "aovpikkuxcje" "ABEZHIKMNOPTYX" "ouhngOUij")))
+    "аеорсухіјѕԁһӏԛԝѵүɑ" "АВЕКМНОРСТУХІЈЅԀԚԜҮӀ" "αονριкκυχϲϳε" "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ" "օսհոցՕՍıȷ"
+    "ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢ",
+    "aeopcyxijsdhlqwvya" "ABEKMHOPCTYXIJSDQWYI" "aovpikkuxcje" "ABEZHIKMNOPTYX" "ouhngOUij"
+    "abcdefghijklmnoprstuvwyz")))  # the last row: Latin small capitals
 # invisible letters that are not format characters (Hangul fillers, Khmer inherent vowels, CGJ)
 _INVISIBLE = dict.fromkeys(map(ord, "\u115f\u1160\u3164\uffa0\u17b4\u17b5\u034f"))
 # every character drawn as a comma: ASCII, fullwidth, small, low-9 quotes, ideographic, Arabic, ...
-COMMA_LIKE = ",\uff0c\ufe50\ufe51\u201a\u201e\u3001\uff64\u060c\u2e41\u2e34\u055d\u07f8\u1363\u1802\u1808\ua4fe\ua60d" \
-             "\ua6f5\ufe10\ufe11\u02cf"
+COMMA_LIKE = ",\uff0c\ufe50\ufe51\u201a\u201e\u3001\uff64\u060c\u2e41\u2e34\u2e32\u055d\u07f8\u1363\u1802\u1808" \
+             "\ua4fe\ua60d\ua6f5\ufe10\ufe11\u02cf"
 
 
 def fold(text: str) -> str:
