@@ -121,6 +121,10 @@ def _parse_once(text: str):
     return parse(text, extraction_config=_CONFIG, parsing_timeout=None, raise_on_error=False)
 
 
+def _parse_latex(text: str):
+    return parse(text, extraction_config=_CONFIG[:1], parsing_timeout=None, raise_on_error=False)
+
+
 _NUMBER_LIKE = re.compile(r"[-+]?[\d.,]+")
 _DELIMITED = ("$", "\\(", "\\[", "\\boxed")
 
@@ -138,6 +142,18 @@ def read_answer(ans: str):
     ans = re.sub(r"\s+or\s+", ", ", ans)
     first, second = (ans, f"${ans}$") if _NUMBER_LIKE.fullmatch(ans) else (f"${ans}$", ans)
     return _parse_once(first) or _parse_once(second)
+
+
+def read_candidate(ans: str):
+    """Parse a model's bare answer as `read_answer` does, except that text LaTeX cannot read is not
+    then scanned for a number somewhere inside it (math-verify's fallback, which reads
+    ``(lambda: 42)()`` as 42): it stays text, which equals only the same text."""
+    ans = ans.strip()
+    if _NUMBER_LIKE.fullmatch(ans):
+        return _parse_once(ans)
+    if not any(d in ans for d in _DELIMITED):
+        ans = "$" + re.sub(r"\s+or\s+", ", ", ans) + "$"
+    return _parse_latex(ans)
 
 
 _DANGLING = re.compile(r"(?:[=+\-*/^_,(\[{]|\\[A-Za-z]+)\s*\$*\s*$")
@@ -224,7 +240,16 @@ def check(pred: str, gold: str, precision: int | None, strict: bool, set_relatio
         return "error", None, f"reference {gold[:80]!r} could not be parsed as math: fix the task's answer"
     if any(getattr(x, "has", None) and x.has(nan, zoo) for x in g):
         return "error", None, f"reference {gold[:80]!r} is undefined (a division by zero or nan): fix the task's answer"
-    p = read_answer(pred) if pred_is_answer else _parse_once(pred)
+    # a bare or boxed answer is LaTeX: math-verify's fallback scan for a number in text LaTeX cannot read
+    # would pay "\\boxed{(junk: 42)()}" as 42; a whole text is still read as math-verify reads it
+    if pred_is_answer:
+        p = read_candidate(pred)
+    elif pred.startswith(("\\boxed{", "\\fbox{")):
+        p = _parse_latex(pred)
+    else:
+        p = _parse_once(pred)
+    if p and all(isinstance(x, str) for x in p) and not all(isinstance(x, str) for x in g):
+        return "wrong", str(p[-1]), "the answer is not a mathematical expression"
     if not p:
         return "no_answer", None, "no parsable answer"
     extracted = str(p[-1]) if isinstance(p[-1], str) else str(p[0])
