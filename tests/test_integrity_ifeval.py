@@ -259,6 +259,14 @@ CLASSES = {
         ("length_constraints:number_sentences", {"num_sentences": 2, "relation": "less than"}, r, True, True)
         for r in ("The old lighthouse stands\non a rocky point above\nthe harbour.",
                   "The old lighthouse stands on a rocky point\nabove the harbour\nwhere its keeper lives")],
+    "short parts that are right": [  # the training mode wants content, not long parts
+        ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "* Nike\n* Adidas\n* Puma", True, True),
+        ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 4, "nth_paragraph": 2, "first_word": "i"},
+         "Dear Anna,\n\nI am writing to thank you for the lovely flowers.\n\nSincerely,\n\nJane", True, True),
+        ("detectable_content:postscript", {"postscript_marker": "P.S."}, BODY + "\nP.S. Thanks!", True, True),
+        ("startend:quotation", {}, '"Paris"', True, True),
+        ("detectable_format:multiple_sections", {"section_spliter": "Section", "num_sections": 2},
+         "Section 1\nApples\nSection 2\nPears", True, True)],
     "language and case checks on text langdetect cannot read": [
         ("language:response_language", {"language": "en"}, "12345 678", True, False),
         ("language:response_language", {"language": "en"}, "--- !!! ---", True, False)],

@@ -492,6 +492,11 @@ def _json_content(v: Any) -> bool:
     return v is not None
 
 
+def _says(text: str) -> bool:
+    """Whether a part of a response (a placeholder, a bullet, a section, ...) holds a word of content."""
+    return bool(content_words(text))
+
+
 def t_number_placeholders(r: str, *, num_placeholders: int) -> bool:
     return sum(1 for p in re.findall(r"\[([^\[\]]*)\]", fold(r)) if _has_words(p)) >= num_placeholders
 
@@ -510,25 +515,26 @@ def t_title(r: str) -> bool:
 def t_number_bullet_lists(r: str, *, num_bullets: int) -> bool:
     stars = re.findall(r"^\s*\*[^\*].*$", r, flags=re.MULTILINE)
     dashes = re.findall(r"^\s*-.*$", r, flags=re.MULTILINE)
-    return len(stars) + len(dashes) == num_bullets and all(_has_words(b, 2) for b in stars + dashes)
+    return len(stars) + len(dashes) == num_bullets and all(_says(b) for b in stars + dashes)
 
 
 def t_multiple_sections(r: str, *, section_spliter: str, num_sections: int) -> bool:
     parts = re.split(r"\s?" + re.escape(section_spliter) + r"\s?\d+\s?", r)
-    return len(parts) - 1 >= num_sections and all(_has_words(p, 2) for p in parts[1:])
-
-
-def _paragraphs_have_words(parts: list[str]) -> bool:
-    return all(_has_words(p, 2) for p in parts if p.strip())
+    return len(parts) - 1 >= num_sections and all(_says(p) for p in parts[1:])
 
 
 def t_number_paragraphs(r: str, *, num_paragraphs: int) -> bool:
-    return number_paragraphs(r, num_paragraphs=num_paragraphs) and _paragraphs_have_words(re.split(r"\s?\*\*\*\s?", r))
+    return (number_paragraphs(r, num_paragraphs=num_paragraphs)
+            and all(_says(p) for p in re.split(r"\s?\*\*\*\s?", r) if p.strip()))
 
 
 def t_nth_paragraph_first_word(r: str, *, num_paragraphs: int, nth_paragraph: int, first_word: str) -> bool:
-    return (nth_paragraph_first_word(r, num_paragraphs=num_paragraphs, nth_paragraph=nth_paragraph,
-                                     first_word=first_word) and _paragraphs_have_words(re.split(r"\n\n", r)))
+    """lm-eval's rule; every paragraph says something, and the nth more than its first word."""
+    if not nth_paragraph_first_word(r, num_paragraphs=num_paragraphs, nth_paragraph=nth_paragraph,
+                                    first_word=first_word):
+        return False
+    parts = re.split(r"\n\n", r)
+    return all(_says(p) for p in parts if p.strip()) and len(content_words(parts[nth_paragraph - 1])) >= 2
 
 
 def t_postscript(r: str, *, postscript_marker: str) -> bool:
@@ -539,11 +545,11 @@ def t_postscript(r: str, *, postscript_marker: str) -> bool:
         pattern = r"p\.\s?s\."
     else:
         pattern = re.escape(postscript_marker.lower())
-    return any(_has_words(low[m.end():], 2) for m in re.finditer(pattern, low))
+    return any(_says(low[m.end():]) for m in re.finditer(pattern, low))
 
 
 def t_quotation(r: str) -> bool:
-    return quotation(r) and _has_words(r.strip()[1:-1], 2)
+    return quotation(r) and _says(r.strip()[1:-1])
 
 
 def t_two_responses(r: str) -> bool:

@@ -136,12 +136,24 @@ def _cases() -> list[Case]:
     add(cls, "three bullets", RIGHT, "* The old lighthouse stands on a rocky point.\n* Its keeper lights the lamp "
                                      "every evening.\n* Ships at sea steer by its beam.", bl)
 
+    add(cls, "one-word bullets", RIGHT, "* Nike\n* Adidas\n* Puma",
+        ref(["detectable_format:number_bullet_lists"], [{"num_bullets": 3}],
+            prompt="Which three sneaker brands are most popular? Use exactly 3 bullet points."))
+    add(cls, "a letter with a one-word sign-off paragraph", RIGHT,
+        "Dear Anna,\n\nI am writing to thank you for the lovely flowers you sent.\n\nSincerely,\n\nJane",
+        ref(["length_constraints:nth_paragraph_first_word"],
+            [{"num_paragraphs": 4, "nth_paragraph": 2, "first_word": "i"}],
+            prompt="Write a short thank you note to Anna in 4 paragraphs separated by two new lines. The second "
+                   "paragraph must start with the word I."))
+
     cls = "bare postscript"
     for marker, body in (("P.S.", "P.S."), ("P.S.", "P.S. ."), ("P.S.", "p.s."), ("P.P.S", "P.P.S"),
                          ("P.P.S", "P.P.S."), ("P.S.", "P.S. -")):
         add(cls, f"{marker}: {body!r}", HOLE, GOOD + "\n" + body, ref(["detectable_content:postscript"],
                                                                      [{"postscript_marker": marker}]))
     add(cls, "a postscript with text", RIGHT, GOOD + "\nP.S. The keeper keeps a cat named Wick.",
+        ref(["detectable_content:postscript"], [{"postscript_marker": "P.S."}]))
+    add(cls, "a one-word postscript", RIGHT, GOOD + "\nP.S. Thanks!",
         ref(["detectable_content:postscript"], [{"postscript_marker": "P.S."}]))
     add(cls, "a second postscript with text", RIGHT, GOOD + "\nP.P.S. Visit in spring when the gulls nest.",
         ref(["detectable_content:postscript"], [{"postscript_marker": "P.P.S"}]))
