@@ -3,16 +3,22 @@
 * **held-out split**: the 541 IFEval prompts (Zhou et al. 2023, Apache-2.0), from a local file or
   folder (``path=../shared/data/ifeval``) or the hub name ``google/IFEval`` (the default);
 * **training split**: procedural prompts that never overlap IFEval: a task stem written for this
-  project (`STEMS`) followed by 1 to 3 sampled instructions with their arguments, compatible
-  combinations only; a prompt belongs to the training split only if a hash of its text says so
-  (``content_split``), and no prompt equal to a test prompt, or built on a stem that occurs in a
-  test prompt, is ever emitted. Each training task carries a gold response built together with its
-  instructions (so the gold demonstrably follows them: the numeric arguments are read off it), used
+  project (`TOPICS`; a yes/no question of `QUESTIONS` for "choose one") followed by 1 to 3 sampled
+  instructions with their arguments, compatible combinations only, and always one that a
+  degenerate answer breaks (`DEGENERATE_PROBES`: ".", "42", ... follow none of the task); a prompt
+  belongs to the training split only if a hash of its text says so (``content_split``), and no
+  prompt equal to a test prompt, or built on a stem that occurs in a test prompt, is ever emitted.
+  Each training task carries a gold response built together with its instructions from sentences
+  on its stem's own topic (in French, German or Spanish for a few stems under "answer only in ..."),
+  so the gold demonstrably follows them in both modes: the numeric arguments are read off it. Used
   by SFT and by ``check_env``.
 
-Reward: ``reward="all"`` (1 when every instruction is followed, strict) or ``"fraction"``; the
-format part is the math envs' (``<think>...</think>`` then ``<answer>...</answer>``), and the
-checkers read the response inside ``<answer>`` (or after ``</think>``; see `verifiers.ifeval`).
+Reward: ``reward="all"`` (1 when every instruction is followed, strict) or ``"fraction"``, in
+``mode="train"`` (the default, whatever the split: stricter checkers, and a degenerate response that
+does not address the prompt scores 0; see `verifiers.ifeval`) or ``mode="benchmark"`` (lm-eval's
+definition, which ``algos.evaluate`` and the alignment-tax suite select). The format part is the
+math envs' (``<think>...</think>`` then ``<answer>...</answer>``), and the checkers read the response
+inside ``<answer>`` (or after ``</think>``).
 """
 
 from __future__ import annotations
