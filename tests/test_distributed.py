@@ -233,3 +233,59 @@ def test_dpo_runs_under_torchrun_with_an_uneven_last_minibatch(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     rows = metrics(tmp_path / "d")
     assert [r["step"] for r in rows if "loss/dpo" in r] == [1, 2]  # 5 pairs, batch 4: the last minibatch is one pair, rank 1 has none
+
+
+# ---------------------------------------------------------------------- LoRA (lora.r > 0) under torchrun
+LORA_WORKER = os.path.join(ROOT, "tests", "dist_lora_worker.py")
+
+
+@pytest.fixture(scope="module")
+def lora_updates(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dist_lora")
+    out = {}
+    for label, cmd in (("one", [sys.executable, LORA_WORKER, str(d / "one.pt")]),
+                       ("ddp", TORCHRUN + [LORA_WORKER, str(d / "ddp.pt"), "parallel=ddp"]),
+                       ("fsdp", TORCHRUN + [LORA_WORKER, str(d / "fsdp.pt"), "parallel=fsdp"])):
+        p = run(cmd, d)
+        assert p.returncode == 0, p.stderr[-3000:]
+        out[label] = torch.load(d / f"{label}.pt", weights_only=False)
+    return out
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dpo"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_lora_two_ranks_update_like_one_process(lora_updates, algo, mode):
+    # GRPO with its KL term and DPO: the reference is the base with the adapters off (under fsdp the unsharded copy's)
+    one, two = lora_updates["one"], lora_updates[mode]
+    assert two["world_size"] == 2 and two["parallel"] == mode
+    a, b = one["results"][algo], two["results"][algo]
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
+    assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5) and a["grad_norm"] > 0
+    trained = {k for k, g in a["grads"].items() if g is not None}
+    assert trained and all(".lora_" in k for k in trained)  # the adapters alone have gradients
+    assert trained == {k for k, g in b["grads"].items() if g is not None}
+    for k in a["grads"]:
+        if k in trained:
+            torch.testing.assert_close(b["grads"][k], a["grads"][k], rtol=1e-4, atol=2e-5, msg=k)
+        torch.testing.assert_close(b["weights"][k], a["weights"][k], rtol=1e-4, atol=2e-6, msg=k)
+    assert b["rank_weight_sums"][0] == b["rank_weight_sums"][1]
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_lora_grpo_runs_under_torchrun_and_checkpoints_the_adapter(tmp_path, parallel):
+    out = tmp_path / "r"
+    p = run(TORCHRUN + ["-m", "algos.grpo", "env=math", "prompts_per_step=4", "group_size=4", "max_new_tokens=48",
+                        "temperature=1.0", "heldout_size=8", "steps=2", "save_every=1", "beta=0.05", "lora.r=4",
+                        "lr=1e-2", f"parallel={parallel}", f"out={out}"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert any(r.get("train/grad_norm", 0) > 0 for r in metrics(out))  # some group carried a signal
+    ckpt = out / "checkpoints" / "step-2"
+    assert (ckpt / "adapter_config.json").exists() and not (ckpt / "model.safetensors").exists()
+    from policies import PolicyConfig, load_model, lora
+    from policies.tiny import resolve_model_path
+
+    merged, _ = load_model(PolicyConfig(model=str(ckpt)))  # base + adapter, merged
+    base, _ = load_model(PolicyConfig(model=resolve_model_path("tiny-sft")))
+    assert not lora.enabled(merged)
+    assert any(not torch.equal(a, b) for a, b in zip(merged.parameters(), base.parameters()))  # trained
+    assert [r["step"] for r in metrics(out) if "loss/kl" in r] == [1, 2]
