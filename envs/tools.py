@@ -140,6 +140,10 @@ class ToolMathEnv(TextEnv):
 
     def run_tools(self, calls: Sequence[tuple[str, str]]) -> list[str]:
         """The ``<result>`` block of each call (python programs run in parallel in the sandbox)."""
+        return [result_block(o) for o in self.tool_outputs(calls)]
+
+    def tool_outputs(self, calls: Sequence[tuple[str, str]]) -> list[str]:
+        """What each call's tool said, as it said it (`run_tools` makes it a result block)."""
         out: list[str | None] = [None] * len(calls)
         py = []
         for i, (name, body) in enumerate(calls):
@@ -166,7 +170,7 @@ class ToolMathEnv(TextEnv):
                     out[i] = "error: " + (t.error or "the program failed")[-300:]
                 else:
                     out[i] = (res.stdout or "").strip()[:2000]
-        return [result_block(o) for o in out]  # type: ignore[arg-type]
+        return out  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- scoring
     def model_text(self, transcript: str) -> str:
