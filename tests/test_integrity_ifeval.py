@@ -333,6 +333,10 @@ def test_a_broken_reference_is_an_error_verdict_not_an_exception():
     assert v.verify(BODY, bad).status is Status.ERROR
     assert v.verify(BODY, {"instruction_id_list": ["no:such"], "kwargs": [{}]}).status is Status.ERROR
     assert v.verify(BODY, {"instruction_id_list": ["keywords:existence"], "kwargs": [{}]}).status is Status.ERROR
+    # JSON nested deeper than the parser goes: an error verdict in both modes, not an exception out of the scorer
+    deep = {"instruction_id_list": ["detectable_format:json_format"], "kwargs": [{}], "prompt": "Describe it in JSON."}
+    for mode in ifv.MODES:
+        assert ifv.IFEvalVerifier(mode=mode).verify("[" * 100_000 + "]" * 100_000, deep).status is Status.ERROR
 
 
 def test_the_audit_cases_cover_every_class_of_items_3_and_4():

@@ -14,19 +14,21 @@ Two definitions (``mode``):
   is no." follows "choose one", a keyword may sit inside another word.
 * ``"train"`` (the reward of ``envs.make("ifeval")``): every benchmark rule, plus what a reward
   needs so that RL cannot learn silence or junk. The text is also read after `fold` (NFKC, format
-  characters such as zero-width spaces removed, Cyrillic/Greek look-alikes mapped to Latin, and
-  once more with combining marks removed); a count under an upper bound ("less than") is the largest
-  over these readings, a count under a lower bound ("at least") the smallest, and a forbidden word
-  found in any reading is used. Stricter per instruction: JSON must be an object or array with
-  content; placeholders, highlights, titles, bullets, sections and paragraphs count only with a word
-  inside; a postscript needs text after its marker; quotes need a text inside; the two responses
-  must each have substance and differ in words; "choose one" takes exactly one option; a keyword
-  counts as a whole word (plural/possessive allowed) for "at least" and as lm-eval's substring for
-  "less than"; sentences counted toward "at least" need two words with letters; any comma-like
-  character (fullwidth, low-9, ideographic, ...) breaks "no commas"; a text that langdetect cannot
-  classify does not pass a language or case check. And the whole response must address the prompt
-  (`degenerate`): a minimum number of words of its own (`min_words`, from the prompt's own limits
-  and what it asks for), not a copy of the prompt, not one phrase repeated.
+  characters such as zero-width spaces removed, Cyrillic, Greek, Armenian look-alikes and small
+  capitals mapped to Latin, and once more with combining marks removed); a count under an upper
+  bound ("less than") is the largest over these readings, a count under a lower bound ("at least")
+  the smallest, and a forbidden word found in any reading is used. Stricter per instruction: JSON
+  must be an object or array with content; placeholders, highlights, titles, bullets, sections and
+  paragraphs count only with a word inside (the nth paragraph of "paragraph n starts with W" with
+  more than W); a postscript needs a word after its marker; quotes need a word inside; the two
+  responses must each have a word and differ in words; "choose one" takes exactly one option; a
+  keyword counts as a whole word (plural/possessive allowed) for "at least" and as lm-eval's
+  substring for "less than"; toward an "at least" count, words need a letter, capital words two
+  letters, sentences two words; any comma-like character (fullwidth, low-9, ideographic, Arabic,
+  ...) breaks "no commas"; a text that langdetect cannot classify does not pass a language or case
+  check. And the whole response must address the prompt (`degenerate`): a minimum number of words of
+  its own (`min_words`, from the prompt's own limits and what it asks for), not a copy of the
+  prompt, not one phrase repeated.
 
 Nothing downloads, at import or at run time. Where the reference leans on NLTK, the text
 processing is ours, deterministic and documented:
@@ -481,15 +483,24 @@ def t_json_format(r: str) -> bool:
     return isinstance(value := json.loads(v.removesuffix("```").strip()), (dict, list)) and _json_content(value)
 
 
-def _json_content(v: Any) -> bool:
-    """Whether a JSON value holds anything: a word in a key or a string, a number, a boolean."""
-    if isinstance(v, dict):
-        return any(_has_words(k) or _json_content(x) for k, x in v.items())
-    if isinstance(v, list):
-        return any(_json_content(x) for x in v)
-    if isinstance(v, str):
-        return _has_words(v)
-    return v is not None
+def _json_content(value: Any) -> bool:
+    """Whether a JSON value holds anything: a word in a key or a string, a number, a boolean
+    (iterative: a deeply nested value is no reason to crash)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if any(_has_words(k) for k in v):
+                return True
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            if _has_words(v):
+                return True
+        elif v is not None:
+            return True
+    return False
 
 
 def _says(text: str) -> bool:
@@ -780,6 +791,10 @@ class IFEvalVerifier:
                 why = degenerate(response, ref) if self.mode == "train" else None
             except (ValueError, TypeError, KeyError) as e:  # a bad instruction or arguments: the task's fault
                 out.append(Verdict(Status.ERROR, 0.0, None, {"error": f"{type(e).__name__}: {e}"}))
+                continue
+            except RecursionError:  # JSON nested deeper than Python's parser goes (lm-eval's checker crashes too)
+                out.append(Verdict(Status.ERROR, 0.0, response[:200], {"error": "RecursionError: the response nests "
+                                                                                "deeper than the JSON parser can"}))
                 continue
             details = {"instructions": ids, "strict": strict, "loose": loose, "mode": self.mode}
             if why:
