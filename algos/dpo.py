@@ -45,7 +45,8 @@ from policies import lora
 class DPOConfig(RunConfig):
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "max_new_tokens": 512, "heldout_size": 200,
-                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS}
+                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
+                                              "gradient_checkpointing": True}
     data: str | None = None
     """preference dataset: hub name or local JSON/JSONL/Parquet (build one with python -m algos.preference)"""
     loss: Literal["dpo", "orpo", "simpo", "kto"] = "dpo"

@@ -54,7 +54,8 @@ from policies.hf import token_logprobs
 class GRPOConfig(RunConfig):
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-6, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200,
-                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS}
+                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
+                                              "gradient_checkpointing": True}
     steps: int = 100
     """training steps (one batch of prompts each)"""
     save_every: int = 25

@@ -44,7 +44,8 @@ from policies import SamplingParams
 class IterativeDPOConfig(RunConfig):
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200,
-                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS}
+                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
+                                              "gradient_checkpointing": True}
     rounds: int = 16
     """sample-pair-train rounds"""
     save_every: int = 4

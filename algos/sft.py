@@ -38,7 +38,8 @@ class SFTConfig:
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 2e-5, "warmup_steps": 0, "weight_decay": 0.0, "steps": 100, "batch_size": 16,
                                               "max_new_tokens": 512, "heldout_size": 200,
-                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS}
+                                              "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
+                                              "gradient_checkpointing": True}
     data_replaces_env: ClassVar[bool] = True  # with data=, no environment (and no held-out accuracy)
 
     env: str = "math"
@@ -76,7 +77,7 @@ class SFTConfig:
     max_new_tokens: int = 96
     """generation limit for held-out evaluation"""
     gradient_checkpointing: bool = False
-    """activation checkpointing: keep each decoder layer's input only and recompute the layer in the backward pass (less memory, about one more forward pass of time)"""
+    """activation checkpointing: keep each decoder layer's input only and recompute the layer in the backward pass (about one more forward pass of time; on for real models: a GRPO step of SmolLM2-135M with 4096-token micro-batches peaks at 3.6 GB with it, 7.6 GB without)"""
     seed: int = 0
     """seed for data order and initialisation"""
     out: str | None = None
