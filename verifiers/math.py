@@ -39,6 +39,7 @@ and in ``tests/test_math_verifier.py``.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -252,8 +253,8 @@ def _repeating_to_frac(m: re.Match) -> str:
 _SCALES = {"hundred": 10 ** 2, "thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9, "trillion": 10 ** 12}
 _SCALE_WORD = re.compile(
     r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d{1,30})(\.\d{1,30})?(\s*(?:\\\$|\$)?)(?:\s|\\[,;: !]|~)*"
-    r"(?:\\(?:text|mbox|textrm|mathrm|textnormal)\s*\{\s*(?P<inner>hundred|thousand|million|billion|trillion)\b\s*(?P<close>\})?"
-    r"|(?P<bare>hundred|thousand|million|billion|trillion)\b)", re.IGNORECASE)
+    r"(?:\\(?:text|mbox|textrm|mathrm|textnormal)\s*\{[\s~]*(?P<inner>hundred|thousand|million|billion|trillion)s?\b\s*(?P<close>\})?"
+    r"|(?P<bare>hundred|thousand|million|billion|trillion)s?\b)", re.IGNORECASE)
 _E_NOTATION = re.compile(r"(?<![\w.\\])(\d{1,30})(\.\d{1,30})?[eE]([-+]?\d{1,6})(?![\w.])")
 _NOT_E = re.compile(r"\\text\s*\{[^{}]*\}|\\[A-Za-z]+|(?<![\w.])\d+(?:\.\d+)?[eE][-+]?\d+(?![\w.])")
 
@@ -319,14 +320,16 @@ def normalize(ans: str) -> str:
     return _scale_words(ans)
 
 
-def _fast_compare(cand: str, gold: str, precision: int | None) -> Status | None:
+def _fast_compare(cand: str, gold: str, precision: int | None, g: Fraction | None = None,
+                  p: Fraction | None = None) -> Status | None:
+    """Compare plain numbers exactly (``g``, ``p``: the values of ``gold`` and ``cand`` when already read)."""
     if len(cand) > _MAX_FAST_LEN:  # a very long integer: compare digit strings, no int() of it
         m, g = _LONG_INT.fullmatch(cand), fast_number(gold)
         if m is None or g is None:
             return None
         p_str = ("-" if m.group(1) == "-" and m.group(2) != "0" else "") + m.group(2)
         return Status.CORRECT if g.denominator == 1 and p_str == str(g.numerator) else Status.WRONG
-    p, g = fast_number(cand), fast_number(gold)
+    p, g = (fast_number(cand) if p is None else p), (fast_number(gold) if g is None else g)
     if p is None or g is None:
         return None
     if p == g:
@@ -353,6 +356,8 @@ _RELATION = re.compile(rf"[≠≤≥⩽⩾<>≮≯]|!=|{_REL_CMD}|{_REL_WORDS}",
 # two values offered, one to be paid: "5 or 6", "either", "5 \lor 6", "5 | 6", "5 \mid 6", "5 \& 6"
 _HEDGE = re.compile(r"\b(?:or|either)\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])|∨|\\&|\\mid(?![A-Za-z])"
                     r"|[\d}]\s*(?:\||\\vert(?![A-Za-z]))\s*[-+−]?[\d\\{]", re.IGNORECASE)
+_TEXT_WRAP = re.compile(r"\\(?:text|mbox|textrm|mathrm|textnormal|textbf)\s*\{([^{}]*)\}")
+_AND_LIST = re.compile(r"[\d}]\s*(?:\band\b|\\&|&)\s*[-+−]?\$?\s*[\d\\]", re.IGNORECASE)  # "5 and 6"
 # a reference that lists several values: "2, -2", "\pm 2", "2 or -2", "\{1, 2\}", rows
 _SEVERAL = re.compile(r"\\pm(?![A-Za-z])|\\mp(?![A-Za-z])|[±∓]|\b(?:or|and)\b|^[\s$]*(?:\\left)?\\?\{.*,|\\\\(?![A-Za-z])",
                       re.IGNORECASE | re.DOTALL)
@@ -409,13 +414,15 @@ def screen(cand: str, gold: str, set_relation: bool = False) -> str | None:
     """Why the bare answer ``cand`` cannot be the single value ``gold`` asks for, or None: a relation
     (``\\neq 6``, ``\\leq 6``, "not equal to 6", "at most 6"), a hedge ("5 or 6", "5 | 6", ``5 \\lor 6``)
     or several values in rows (a cases environment), where the reference is none of these itself."""
-    flat = _SPACING.sub(" ", cand)
+    flat = _TEXT_WRAP.sub(r" \1 ", _SPACING.sub(" ", cand))
     if _RELATION.search(flat) and not _RELATION.search(gold) and not (set_relation and re.search(r"[\[\](]", gold)):
         return "a relation or a negation, not a value"
     several = lists_several(gold)
     if not several and _HEDGE.search(flat) and not _HEDGE.search(gold):
         return "hedged: the answer names alternatives"
-    if value_rows(cand) > 1 and value_rows(gold) == 1:
+    if not several and _AND_LIST.search(flat) and not _AND_LIST.search(gold):
+        return "several values, where one is asked"
+    if value_rows(cand) > 1 and value_rows(gold) == 1 and not several and (fast_number(gold) is not None or "," not in gold):
         return "several values in rows, where one is asked"
     return None
 
@@ -430,6 +437,43 @@ def _between_boxes(between: str) -> str:
         return "several" if _HEDGE_WORDS.search(between) or _LIST_JOIN.search(between) else "last"
     # prose between them: a hedge only where it touches a box ("\boxed{5}, or maybe ... \boxed{6}")
     return "several" if _HEDGE_WORDS.search(between[:40]) or _HEDGE_WORDS.search(between[-40:]) else "last"
+
+
+@functools.lru_cache(maxsize=4096)
+def _reference(gold: str) -> tuple[str, bool, bool, Fraction | None]:
+    """The reference as compared (normalised; e-notation read unless it uses a symbolic e; "2 or -2" as
+    the list "2, -2"), whether it uses a symbolic e, whether it lists several values, and its value
+    when it is a plain number. References repeat (G samples per task): cached."""
+    gold = normalize(gold)
+    keep_e = symbolic_e(gold)
+    if not keep_e:
+        gold = e_notation(gold)
+    several = lists_several(gold)
+    if several:
+        gold = _OR_AND.sub(", ", gold)
+    return gold, keep_e, several, fast_number(gold)
+
+
+_NEAR_HEDGE = ("or", "OR", "Or", "|", "\\lor", "\\vee", "∨", "\\mid", "either")
+
+
+def _read_boxes(region: str) -> tuple[str | None, str]:
+    """``(reason, region)`` for a boxed answer against a reference with one value: a reason when another
+    value is offered next to the last box or the boxes are joined as a hedge or a list; otherwise the
+    region narrowed to the last box (one box, or a correction: the last box answers, as math-verify reads it)."""
+    span = _last_braced_span(region)
+    if span is None:
+        return None, region
+    start, end, _ = span
+    near = region[max(0, start - 60):start] + region[end:end + 80]
+    if any(h in near for h in _NEAR_HEDGE) and (_HEDGE_BEFORE.search(region, max(0, start - 60), start)
+                                                 or _HEDGE_AFTER.match(region, end, end + 80)):
+        return "hedged: another value is offered next to the box", region
+    if region.count("\\boxed", 0, start) + region.count("\\fbox", 0, start):
+        prev = _last_braced_span(region[:start])
+        if prev is not None and _between_boxes(region[prev[1]:start]) == "several":
+            return "several boxed values joined as a hedge or a list, where one is asked", region
+    return None, region[start:end]
 
 
 def _boxes(region: str) -> list[tuple[int, int, str]]:
@@ -517,14 +561,8 @@ class MathVerifier:
                 out[i] = Verdict(Status.NO_ANSWER, 0.0, None, {"method": method})
                 continue
             shown = _short(cand.strip())
-            r = normalize(r)
-            keep_e = symbolic_e(r)
-            if not keep_e:
-                r = e_notation(r)
-            several = lists_several(r)
-            if several:
-                r = _OR_AND.sub(", ", r)  # "2 or -2" is the list "2, -2"
-            reason = None
+            r, keep_e, several, g_value = _reference(r)
+            reason, p_value = None, None
             if method.endswith("negated"):
                 reason = "the answer is only stated negated ('the answer is not ...'): no value"
             elif method == "whole":
@@ -535,29 +573,21 @@ class MathVerifier:
                     if nums and _BEFORE_VALUE.search(region, max(0, nums[-1] - 60), nums[-1]):
                         reason = "the last value is stated in a relation or a hedge ('not equal to 6', '5 or 6')"
             else:
-                if method.endswith("boxed"):
-                    boxes = _boxes(region)
-                    if boxes and not several:
-                        start, end, _ = boxes[-1]
-                        if _HEDGE_BEFORE.search(region, max(0, start - 60), start) or \
-                                _HEDGE_AFTER.match(region, end, end + 80):
-                            reason = "hedged: another value is offered next to the box"
-                        elif len(boxes) > 1 and _between_boxes(region[boxes[-2][1]:start]) == "several":
-                            reason = "several boxed values joined as a hedge or a list, where one is asked"
-                        else:  # one box, or a correction: the last box is the answer (as math-verify reads it)
-                            region = region[start:end]
+                if method.endswith("boxed") and not several:
+                    reason, region = _read_boxes(region)
                 cand = normalize(cand)
                 cand = cand if keep_e else e_notation(cand)
-                if reason is None:
+                p_value = fast_number(cand)
+                if reason is None and p_value is None:  # a plain number is no relation, hedge or list
                     reason = screen(cand, r, self.set_relation)
                 if several:
-                    cand = _OR_AND.sub(", ", cand)
+                    cand, p_value = _OR_AND.sub(", ", cand), None
             if reason is not None:
                 out[i] = Verdict(Status.WRONG, 0.0, shown, {"method": method, "path": "fast", "reason": reason})
                 continue
             # several boxed answers are read as a set by the sympy path: no fast path for those
             if self.fast_path and (not method.endswith("boxed") or region.count("\\boxed") + region.count("\\fbox") <= 1):
-                status = _fast_compare(cand, r, self.precision)
+                status = _fast_compare(cand, r, self.precision, g_value, p_value)
                 if status is not None:
                     out[i] = Verdict(status, 1.0 if status is Status.CORRECT else 0.0, shown,
                                      {"method": method, "path": "fast"})
