@@ -108,6 +108,18 @@ def test_the_benchmark_mode_gives_the_verdicts_of_before_on_every_prompt(rows):
     assert len(now) == 541
 
 
+def test_the_training_mode_is_never_more_lenient_than_the_benchmark(rows):
+    import verifiers.audit_cases.ifeval as audit_cases
+
+    pairs = [(i, resp, k) for r in rows for resp in responses_for(r["prompt"])
+             for i, k in zip(r["instruction_id_list"], r["kwargs"])]
+    pairs += [(i, c.completion, k) for c in audit_cases.CASES
+              for i, k in zip(c.reference["instruction_id_list"], c.reference["kwargs"])]
+    lenient = [(i, resp) for i, resp, k in pairs if ifv.follows(i, resp, k, mode="train")
+               and not ifv.follows(i, resp, k, mode="benchmark")]
+    assert not lenient, lenient[:5]
+
+
 def test_evaluate_and_the_tax_suite_select_the_benchmark_mode():
     from algos.evaluate import env_options
 
@@ -217,7 +229,9 @@ CLASSES = {
     "homoglyphs and zero-width in forbidden words": [
         (F, {"forbidden_words": ["lamp"]}, BODY.replace("lamp", w), True, False)
         for w in ("l\u0430mp", "lam\u0440", "la\u200bmp", "la\u00admp", "ｌａｍｐ", "la\u2060mp", "la\u0301mp")]
-        + [(F, {"forbidden_words": ["lamp"]}, BODY.replace("lamp", "light"), True, True),
+        + [(F, {"forbidden_words": ["lamp"]}, BODY.replace("lamp", "\u202epmal\u202c"), True, False),  # shown "lamp"
+           (F, {"forbidden_words": ["lamp"]}, BODY.replace("lamp", "ʟᴀᴍᴘ"), True, False),  # small capitals
+           (F, {"forbidden_words": ["lamp"]}, BODY.replace("lamp", "light"), True, True),
            (F, {"forbidden_words": ["lamp"]}, BODY.replace("lamp", "lamppost"), True, True)],
     "homoglyphs and zero-width in counted words": [
         ("keywords:frequency", {"keyword": "lamp", "frequency": 1, "relation": "less than"},
@@ -233,7 +247,9 @@ CLASSES = {
          BODY + " THE LAMP", True, True)],
     "comma look-alikes": [("punctuation:no_comma", {}, BODY.replace(". Its", c + " its"), True, False)
                           for c in ("\uff0c", "\u201a", "\u3001", "\ufe50", "\u060c")]
-                         + [("punctuation:no_comma", {}, BODY, True, True),
+                         + [("punctuation:no_comma", {}, BODY.replace(". Its", "\u0326 its"), True, False),
+                            ("punctuation:no_comma", {}, "Bun\u0103 ziua \u0219i mul\u021bumesc pentru tot", True, True),
+                            ("punctuation:no_comma", {}, BODY, True, True),
                             ("punctuation:no_comma", {}, BODY.replace(". Its", ", its"), False, False)],
     "keyword inside another word": [
         ("keywords:existence", {"keywords": ["art"]}, BODY + " It starts at dusk.", True, False),
@@ -253,7 +269,9 @@ CLASSES = {
             BODY + "\none\ntwo\nthree", False, False)],  # one-word lines: no sentences in either mode now
     "choose one": [("detectable_format:constrained_response", {}, r, True, False)
                    for r in ("My answer is yes. My answer is no.", "My answer is no.\nMy answer is maybe.",
-                             "My answer is yes. My answer is no. My answer is maybe.")]
+                             "My answer is yes. My answer is no. My answer is maybe.",
+                             "My answer is yes. MY ANSWER IS NO.", "My answer is yes. my answer is no")]
+                  + [("detectable_format:constrained_response", {}, "my answer is yes.", False, False)]
                   + [("detectable_format:constrained_response", {}, "My answer is no. It is not.", True, True)],
     "hard-wrapped sentence": [
         ("length_constraints:number_sentences", {"num_sentences": 2, "relation": "less than"}, r, True, True)
@@ -312,6 +330,7 @@ def test_degenerate_responses_and_their_reasons():
     assert "words of its own" in ifv.degenerate("The lighthouse.", ref)
     assert "repeated from the prompt" in ifv.degenerate(ref["prompt"] + " " + ref["prompt"], ref)
     assert ifv.degenerate("lamp light " * 20, ref) == "the response repeats one phrase"
+    assert ifv.degenerate("asdf asdf asdf asdf asdf", ref) == "the response repeats one phrase"
     assert "words of its own" in ifv.degenerate("yes ok sure fine no", ref)
     rep = {"instruction_id_list": ["combination:repeat_prompt", "startend:end_checker"],
            "kwargs": [{"prompt_to_repeat": "Describe the lighthouse."}, {"end_phrase": "Any other questions?"}],

@@ -357,10 +357,26 @@ def _strip_marks(text: str) -> str:
                                                if unicodedata.category(c) != "Mn"))
 
 
+_BIDI_REVERSED = re.compile("\u202e([^\u202a-\u202e\u2066-\u2069\n]*)")  # right-to-left override: shown reversed
+
+
+def _as_read(kind: str, text: str) -> str:
+    return text if kind == "raw" else fold(text) if kind == "fold" else _strip_marks(fold(text))
+
+
+def _readings(text: str) -> list[tuple[str, str]]:
+    """(reading, kind): as written ("raw"), `fold`-ed ("fold"), folded without combining marks
+    ("strip"); with a right-to-left override, also folded as it is shown (the run reversed)."""
+    out = [(_as_read(kind, text), kind) for kind in ("raw", "fold", "strip")]
+    if "\u202e" in text:
+        shown = _BIDI_REVERSED.sub(lambda m: m.group(1)[::-1], text)
+        out += [(_as_read(kind, shown), kind) for kind in ("fold", "strip")]
+    return out
+
+
 def readings(text: str) -> list[str]:
-    """The text as written, `fold`-ed, and folded without combining marks (distinct ones only)."""
-    f = fold(text)
-    return list(dict.fromkeys([text, f, _strip_marks(f)]))
+    """The distinct readings of a text (see `_readings`)."""
+    return list(dict.fromkeys(t for t, _ in _readings(text)))
 
 
 def _count(texts: list[str], count: Callable[[str], int], relation: str, threshold: int) -> bool:
@@ -412,9 +428,8 @@ def _kw_pattern(keyword: str) -> re.Pattern[str]:
 
 
 def _paired(r: str, keyword: str) -> list[tuple[str, str]]:
-    """(text reading, keyword reading) pairs: as written with as written, folded with folded, ..."""
-    f, fk = fold(r), fold(keyword)
-    return [(r, keyword), (f, fk), (_strip_marks(f), _strip_marks(fk))]
+    """(text reading, keyword read the same way): as written with as written, folded with folded, ..."""
+    return [(t, _as_read(kind, keyword)) for t, kind in _readings(r)]
 
 
 def t_keywords_existence(r: str, *, keywords: Sequence[str]) -> bool:
@@ -468,8 +483,12 @@ def t_capital_word_frequency(r: str, *, capital_frequency: int, capital_relation
     return _count(readings(r), lambda t: count_capital_words(t, least), capital_relation, capital_frequency)
 
 
+_COMBINING_COMMAS = "\u0312\u0313\u0314\u0315\u0326"  # left over after NFC (ș and ț compose): a comma drawn on a letter
+
+
 def t_no_comma(r: str) -> bool:
-    return not any(c in COMMA_LIKE for t in readings(r) for c in t)
+    return not any(c in COMMA_LIKE for t in readings(r) for c in t) and \
+        not any(c in _COMBINING_COMMAS for c in unicodedata.normalize("NFC", fold(r)))
 
 
 def t_json_format(r: str) -> bool:
@@ -573,8 +592,9 @@ def t_two_responses(r: str) -> bool:
 
 
 def t_constrained_response(r: str) -> bool:
-    f = fold(r)
-    return sum(1 for o in CONSTRAINED_OPTIONS if o in f) == 1  # one option, not all of them at once
+    """One option, not several at once (in any case, with or without the final period)."""
+    f = fold(r).lower()
+    return sum(1 for o in CONSTRAINED_OPTIONS if o.lower().rstrip(".") in f) == 1
 
 
 def t_response_language(r: str, *, language: str) -> bool:
@@ -705,7 +725,7 @@ def degenerate(response: str, reference: dict[str, Any]) -> str | None:
         return (f"{len(own)} words of its own (besides {len(copied)} repeated from the prompt), the prompt needs at "
                 f"least {need}" if copied else f"{len(own)} words of its own, the prompt needs at least {need}")
     grams = _ngrams(words, 3)
-    if len(grams) >= 8 and len(set(grams)) / len(grams) < 0.5:
+    if (len(grams) >= 8 and len(set(grams)) / len(grams) < 0.5) or (4 <= len(own) < 20 and len(set(own)) <= len(own) / 2):
         return "the response repeats one phrase"
     return None
 
@@ -730,8 +750,9 @@ def follows(instruction_id: str, response: str, kwargs: dict[str, Any] | None = 
         check = CHECKERS[instruction_id]
     except KeyError:
         raise ValueError(f"unknown IFEval instruction {instruction_id!r}; known: {sorted(CHECKERS)}") from None
-    if mode == "train":
-        check = TRAIN_CHECKERS.get(instruction_id, check)
+    if mode == "train" and instruction_id in TRAIN_CHECKERS:  # the benchmark's rule and the training mode's
+        bench, train = check, TRAIN_CHECKERS[instruction_id]
+        check = lambda v, **a: bench(v, **a) and train(v, **a)  # noqa: E731 - never more lenient than lm-eval
     args = {k: v for k, v in (kwargs or {}).items() if v is not None}
     variants = loose_variants(response) if loose else [response]
     return any(v.strip() and check(v, **args) for v in variants)

@@ -56,6 +56,9 @@ def _cases() -> list[Case]:
     add(cls, "one letter words", HOLE, "a b c d e f g h i j k l m n o p", two)
     add(cls, "numbers as words", HOLE, "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15", two)
     add(cls, "one word repeated", HOLE, " ".join(["lighthouse"] * 40), two)
+    add(cls, "one word repeated five times", HOLE, "asdf asdf asdf asdf asdf", two)
+    add(cls, "only filler words", HOLE, "Yes ok sure thanks fine okay", two)
+    add(cls, "emoji only", HOLE, "👍 🙂 🌊", two)
     add(cls, "one phrase repeated", HOLE, " ".join(["the lamp is lit."] * 15), two)
     add(cls, "a few words only", HOLE, "The lighthouse is old.", two)
     add(cls, "a real answer with two negative instructions", RIGHT, GOOD, two)
@@ -171,7 +174,8 @@ def _cases() -> list[Case]:
     fb = ref(["keywords:forbidden_words"], [{"forbidden_words": ["basically", "ocean"]}])
     for word in ("b\u0430sically", "bas\u0456cally", "\u0432asically".replace("\u0432", "b"), "basic\u0430lly",
                  "\u03bfcean", "oc\u0435an", "basi\u200bcally", "basi\u00adcally", "oce\u200dan", "oc\u2060ean",
-                 "\ufeffocean", "ｂａｓｉｃａｌｌｙ", "bas\u0456c\u0430lly", "ba\u0301sically", "ocea\u200cn"):
+                 "\ufeffocean", "ｂａｓｉｃａｌｌｙ", "bas\u0456c\u0430lly", "ba\u0301sically", "ocea\u200cn",
+                 "\u202eyllacisab\u202c", "ʙᴀsɪᴄᴀʟʟʏ", "𝐨𝐜𝐞𝐚𝐧", "ⓞⓒⓔⓐⓝ", "oce\ufe0fan"):
         add(cls, f"forbidden {word!r}", HOLE, GOOD + f" It is {word} a quiet place.", fb)
     add(cls, "no forbidden word", RIGHT, GOOD + " It is a quiet place.", fb)
     add(cls, "a forbidden word's neighbour", RIGHT, GOOD + " The basic tower faces the oceanic wind.", fb)
@@ -199,7 +203,8 @@ def _cases() -> list[Case]:
     add(cls, "keywords present", RIGHT, GOOD, kwe)
 
     cls = "comma look-alikes under no commas"
-    for c in ("\uff0c", "\u201a", "\u3001", "\ufe50", "\u060c", "\uff64", "\ufe51", "\u201e", "\u2e41"):
+    for c in ("\uff0c", "\u201a", "\u3001", "\ufe50", "\u060c", "\uff64", "\ufe51", "\u201e", "\u2e41", "\ufe10",
+              "\u0326", "\U0001f101"):
         add(cls, f"comma U+{ord(c):04X}", HOLE, GOOD.replace(" Its keeper", f"{c} its keeper"), no_comma)
     add(cls, "no comma at all", RIGHT, GOOD, no_comma)
     add(cls, "apostrophes and quotes are no commas", RIGHT, GOOD + " The keeper's dog 'Wick' sleeps by the stove.",
@@ -233,7 +238,8 @@ def _cases() -> list[Case]:
                     "/ My answer is maybe.")
     for resp in ("My answer is yes. My answer is no. My answer is maybe.", "My answer is yes. My answer is no.",
                  "My answer is yes.\nMy answer is maybe.", "My answer is no. Or: My answer is maybe.",
-                 "My answer is yes.My answer is no.", "My answer is yes\u200b. My answer is no."):
+                 "My answer is yes.My answer is no.", "My answer is yes\u200b. My answer is no.",
+                 "My answer is yes. MY ANSWER IS NO.", "My answer is maybe. my answer is yes"):
         add(cls, f"options {resp[:40]!r}", HOLE, resp, cr)
     add(cls, "one option", RIGHT, "My answer is yes.", cr)
     add(cls, "one option with a reason", RIGHT, "My answer is yes. Ships still use the light when their "
