@@ -131,7 +131,8 @@ class RGSource(TaskSource):
             if content_split(entry["question"], self.heldout_fraction) != split:
                 continue
             try:
-                gold_ok = entry.get("answer") is None or rule_for(self.generator)[0](str(entry["answer"]).strip(), entry)
+                gold = entry.get("answer")
+                gold_ok = gold is None or rule_for(self.generator)[0](str(gold).strip(), entry)
             except Exception as e:  # noqa: BLE001 - a stored answer our rule cannot read: draw another item
                 gold_ok, failure = False, f"our rule failed on the stored answer: {type(e).__name__}: {e}"
             if gold_ok:

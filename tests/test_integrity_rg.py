@@ -199,7 +199,8 @@ def test_arithmetic_puzzles_use_exactly_the_given_numbers(name, answers):
     for task in env.tasks(3, "train"):
         g, t = task.reference["answer"], task.reference["metadata"].get("target", 24)
         texts = [a.format(g=g, t=t) for a in answers] + [g]
-        statuses = [r.verdicts["correct"].status for r in env.score_batch([_ans(a) for a in texts], [task] * len(texts))]
+        results = env.score_batch([_ans(a) for a in texts], [task] * len(texts))
+        statuses = [r.verdicts["correct"].status for r in results]
         assert statuses == [Status.WRONG] * len(answers) + [Status.CORRECT], list(zip(texts, statuses))
 
 
@@ -259,7 +260,8 @@ def test_tasks_do_not_depend_on_pythonhashseed(tmp_path):
     runs = []
     for seed in ("1", "2"):
         path = tmp_path / f"tasks{seed}.json"
-        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
+                             cwd=ROOT,
                              env={**os.environ, "PYTHONHASHSEED": seed})
         assert out.returncode == 0, out.stderr[-2000:]
         runs.append(json.loads(path.read_text()))

@@ -593,7 +593,8 @@ RULES: dict[str, tuple[Rule, str, str]] = {
     "needle_haystack": (_no_spaces_ci, "exact match, any case, spaces ignored", "the same"),
     "number_format": (_number_format, "exactly the solution's value, or the candidate it is written as",
                       "within 0.01"),
-    "number_sorting": (_number_sorting, "a list of numbers (strings, as asked, or numbers) each equal to the sorted value",
+    "number_sorting": (_number_sorting, "a list of numbers (strings, as asked, or numbers) each equal to the "
+                       "sorted value",
                        "every number within 1 of the right one"),
     "palindrome_generation": (_palindrome, "a palindrome of exactly the given letters", "the same check"),
     "palindrome_partitioning": (_palindrome_partitioning, "JSON partitions equal as a set, no duplicates",
@@ -602,7 +603,8 @@ RULES: dict[str, tuple[Rule, str, str]] = {
     "polynomial_equations": (_polynomial_roots, "comma-separated plain decimals equal to the roots",
                              "exp(distance) credit minus penalties"),
     "pool_matrix": (_pool_matrix, "grid of plain decimals equal to the stored values", "allclose(rtol=1e-2)"),
-    "power_function": (_power, "e-notation or plain: the value correctly rounded to its own significant figures (3 or more)",
+    "power_function": (_power, "e-notation or plain: the value correctly rounded to its own "
+                       "significant figures (3 or more)",
                        "any value that rounds to the same 3 significant figures"),
     "prime_factorization": (_prime_factors, "ASCII integers joined by ×, the right multiset",
                             "the same multiset (int() crashes on ²); 0.5 for the right product"),
@@ -681,7 +683,8 @@ class RGVerifier:
         for i, (c, ref) in enumerate(zip(completions, references)):
             ans = extract_answer(c) if isinstance(c, str) else None
             if not ans:
-                out[i] = Verdict(Status.NO_ANSWER, 0.0, None, {"reason": "no closed <answer> block after the think block"})
+                out[i] = Verdict(Status.NO_ANSWER, 0.0, None,
+                                 {"reason": "no closed <answer> block after the think block"})
                 continue
             jobs.append((self.name, opts, ans, ref, self.strict))
             idx.append(i)

@@ -37,7 +37,8 @@ E: dict[str, dict[str, Any]] = {  # one task entry per generator, in its own for
     "binary_matrix": {"answer": "1 0\n0 1", "metadata": {}},
     "spiral_matrix": {"answer": "1 2 4 3", "metadata": {}},
     "string_insertion": {"answer": "DEEBDDDCBADB", "metadata": {}},
-    "n_queens": {"answer": "_ Q _ _\n_ _ _ Q\nQ _ _ _\n_ _ Q _", "metadata": {"valid_answers": ["_ Q _ _\n_ _ _ Q\nQ _ _ _\n_ _ Q _"]}},
+    "n_queens": {"answer": "_ Q _ _\n_ _ _ Q\nQ _ _ _\n_ _ Q _",
+                 "metadata": {"valid_answers": ["_ Q _ _\n_ _ _ Q\nQ _ _ _\n_ _ Q _"]}},
     "game_of_life_halting": {"answer": "False", "metadata": {}},
     "course_schedule": {"answer": "False", "metadata": {}},
     "syllogism": {"answer": "No", "metadata": {}},
@@ -296,7 +297,8 @@ def score(cases: list[Case]) -> list[Verdict]:
         by_gen[c.reference[0]].append(i)
     out: list[Verdict | None] = [None] * len(cases)
     for gen, idx in by_gen.items():
-        verdicts = RGVerifier(gen).verify_batch([cases[i].completion for i in idx], [cases[i].reference[1] for i in idx])
+        verdicts = RGVerifier(gen).verify_batch([cases[i].completion for i in idx],
+                                                [cases[i].reference[1] for i in idx])
         for i, v in zip(idx, verdicts):
             out[i] = v
     return out  # type: ignore[return-value]
