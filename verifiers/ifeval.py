@@ -639,7 +639,7 @@ TRAIN_CHECKERS: dict[str, Callable[..., bool]] = {
 _LONG_FORM = re.compile(r"\b(write|compose|draft|create|generate)\b[^.?!]{0,40}\b(essays?|articles?|stor(?:y|ies)|"
                         r"blog posts?|letters?|speech|reports?|proposals?|emails?|biograph(?:y|ies))\b", re.IGNORECASE)
 _QUESTION = re.compile(r"(?:^|[.!?\n]\s*)(what|who|whom|which|where|when)\b[^.!?\n]*\?", re.IGNORECASE)
-_SHORT_ASK = re.compile(r"\b(translat\w*|another word|synonym|nickname|a name for|one word|single word|next number)\b",
+_SHORT_ASK = re.compile(r"\b(translat\w*|another word|synonym|nickname|names? for|one word|single word|next number)\b",
                         re.IGNORECASE)
 _FILLER = {"yes", "no", "ok", "okay", "sure", "maybe", "hi", "hello", "thanks", "yeah", "yep", "nope", "fine", "done",
            "answer", "response", "text", "lol", "hmm", "na", "nan", "null", "none", "true", "false"}
@@ -654,7 +654,8 @@ def min_words(reference: dict[str, Any]) -> int:
     asks to write long-form text (an essay, a story, a letter, an email, ...), or 1 when it asks a
     question and nothing to write ("What is another word for engravings?"); never more than the
     prompt's own upper limits leave room for (under half of "less than N words", five words a
-    sentence under "less than N sentences"); 0 for "choose one" (the option is the answer)."""
+    sentence under "less than N sentences", a word a bullet under "exactly N bullets"); 0 for
+    "choose one" (the option is the answer)."""
     ids = list(reference.get("instruction_id_list") or [])
     if "detectable_format:constrained_response" in ids:
         return 0
@@ -671,6 +672,8 @@ def min_words(reference: dict[str, Any]) -> int:
             n = min(n, max(1, (int(k["num_words"]) - 1) // 2))
         elif i == "length_constraints:number_sentences" and k.get("relation") == "less than":
             n = min(n, max(3, 5 * (int(k["num_sentences"]) - 1)))
+        elif i == "detectable_format:number_bullet_lists":  # a list of N names may be N words
+            n = min(n, max(1, int(k["num_bullets"])))
     return n
 
 

@@ -142,6 +142,14 @@ def _cases() -> list[Case]:
     add(cls, "one-word bullets", RIGHT, "* Nike\n* Adidas\n* Puma",
         ref(["detectable_format:number_bullet_lists"], [{"num_bullets": 3}],
             prompt="Which three sneaker brands are most popular? Use exactly 3 bullet points."))
+    add(cls, "three one-word names in bullets", RIGHT, "* Oreo\n* Panda\n* Zebra",
+        ref(["detectable_format:number_bullet_lists"], [{"num_bullets": 3}],
+            prompt="Name exactly 3 names for a black and white dog using markdown bullet points such as:\n"
+                   "* Bullet point 1"))
+    add(cls, "three dots in bullets", HOLE, "* .\n* .\n* .",
+        ref(["detectable_format:number_bullet_lists"], [{"num_bullets": 3}],
+            prompt="Name exactly 3 names for a black and white dog using markdown bullet points such as:\n"
+                   "* Bullet point 1"))
     add(cls, "a letter with a one-word sign-off paragraph", RIGHT,
         "Dear Anna,\n\nI am writing to thank you for the lovely flowers you sent.\n\nSincerely,\n\nJane",
         ref(["length_constraints:nth_paragraph_first_word"],
