@@ -8,7 +8,9 @@ token ids of everything so far, until a reply with no call, the turn limit, or t
 (``max_new_tokens`` for the whole episode). The rollout that comes back is one sequence:
 ``completion_ids`` has the model's tokens and the tools' tokens in order, ``logprobs`` the
 model's sampling logprobs (0 at tool tokens), ``loss_mask`` 1 at the model's tokens and 0 at the
-tools', ``text`` the transcript. Trainers leave the tools' tokens out of the loss.
+tools', ``text`` the transcript. Trainers leave the tools' tokens out of the loss. A tool's output
+reaches the sequence only through ``base.run_tools`` (`envs.tools.result_block`), which opens no tag
+inside it, so the transcript's ``<answer>`` and ``</think>`` are the model's own.
 """
 
 from __future__ import annotations
