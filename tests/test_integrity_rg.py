@@ -133,6 +133,28 @@ def test_safe_arith_builds_sympy_without_parsing_text():
 # ------------------------------------------------------------------ item 5: strict rules for every generator
 
 
+def test_numbers_are_read_only_when_written_plainly():
+    from verifiers.rg import number
+
+    for text in ("1e3", "0x10", "1_000", "１２", "nan", "inf", "1,000", "1,00", "²", "- 5", "5-"):
+        assert number(text) is None, text
+    assert number("1e3", sci=True) == 1000 and number("1,000", grouped=True) == 1000 and number("-.5") == -0.5
+    assert number("1,00", grouped=True) is None and number("0x10", grouped=True, sci=True) is None
+
+
+@pytest.mark.parametrize("answer, gold, ok", [
+    ("11", "11", True), ("11.0", "11", True), ("1,000", "1000", True), ("011", "11", False), ("110", "0110", False),
+    ("1e1", "10", False), ("0xb", "11", False), ("11 or 12", "11", False), ("111", "11", False), ("12", "11", False),
+    ("yes", "Yes", True), ("No.", "No", True), ("Yes or No", "Yes", False), ("true", "True", True),
+    ('["a", "b"]', "['a', 'b']", True), ("['a', 'b', 'c']", "['a', 'b']", False),
+    ("6  5\n4 2 ", "6 5\n4 2", True), ("6 5\n4 2\n1 1", "6 5\n4 2", False), ("IS ONE", "IS ONE OF MR", False),
+])
+def test_the_default_rule_is_exact_up_to_spacing_and_number_form(answer, gold, ok):
+    from verifiers.rg import default_rule
+
+    assert default_rule(answer, {"answer": gold}) is ok
+
+
 def _tasks(n=2):
     out = {}
     for name in rg.available():

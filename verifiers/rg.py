@@ -143,7 +143,7 @@ def default_rule(a: str, e: dict) -> bool:
     if ws(a) == ws(gold):
         return True
     if gold.strip().lower() in _YES_NO:
-        return a.strip().lower() == gold.strip().lower()
+        return a.strip().removesuffix(".").lower() == gold.strip().lower()
     if _CANONICAL.fullmatch(gold.strip()):  # a number, not a digit string such as "0110"
         v = number(a, grouped=True)
         return v is not None and not _LEADING_ZERO.match(a.strip()) and v == Decimal(gold.strip())
@@ -306,7 +306,8 @@ def _game_of_life(a: str, e: dict) -> bool:
 
 
 def _true_false(a: str, e: dict) -> bool:
-    return a.strip().lower() in ("true", "false") and a.strip().lower() == e["answer"].strip().lower()
+    said = a.strip().removesuffix(".").lower()
+    return said in ("true", "false") and said == e["answer"].strip().lower()
 
 
 def _group_anagrams(a: str, e: dict) -> bool:
