@@ -373,20 +373,28 @@ def _kakurasu(a: str, e: dict) -> bool:
 
 
 def _knights_knaves(a: str, e: dict) -> bool:
-    terms = e["metadata"]["knight_knave_terms"]
+    """Each inhabitant named once with a role ("Mason is a laggard", "Mason: laggard", "(Mason, laggard)"), in any
+    order, and no other word: a hedge, a third role or a second answer for one name is wrong."""
+    md = e["metadata"]
+    terms = md["knight_knave_terms"]
     roles = {str(terms["knight"]).lower(), str(terms["knave"]).lower()}
+    gold = re.findall(r"\b([A-Za-z]+) is an? ([A-Za-z]+)\b", e["answer"])
+    names = {str(n).lower() for n in md.get("names") or [n for n, _ in gold]}
 
-    def pairs(s: str) -> list[tuple[str, str]] | None:
-        found = re.findall(r"\b([A-Za-z]+) is an? ([A-Za-z]+)\b", s)
-        rest = re.sub(r"\b[A-Za-z]+ is an? [A-Za-z]+\b", "", s)
-        if re.sub(r"\band\b|[\s,.;]", "", rest):
-            return None  # text that is not an assignment (a hedge, a second answer)
-        if any(r.lower() not in roles for _, r in found):
-            return None
-        return sorted((n.lower(), r.lower()) for n, r in found)
+    def pairs(s: str) -> dict[str, str] | None:
+        out: dict[str, str] = {}
+        current = None
+        for tok in re.findall(r"[A-Za-z]+|\S", s.lower()):
+            if tok in names and current is None and tok not in out:
+                current = tok
+            elif tok in roles and current is not None:
+                out[current], current = tok, None
+            elif tok not in ("is", "a", "an", "and") and tok not in ",.;:()-":
+                return None  # a word that is neither a name, a role nor a joiner; or a name twice
+        return out if current is None else None
 
-    got, gold = pairs(a), pairs(e["answer"])
-    return got is not None and got == gold and len({n for n, _ in got}) == len(got)
+    got = pairs(a)
+    return got is not None and got == {n.lower(): r.lower() for n, r in gold} and set(got) == names
 
 
 def _number_format(a: str, e: dict) -> bool:
@@ -585,7 +593,7 @@ RULES: dict[str, tuple[Rule, str, str]] = {
                                  "integrate(...) or Integral(...) pays 1)"),
     "jugs": (_jugs, "JSON moves of the documented form, then their simulation", "their simulation"),
     "kakurasu": (_kakurasu, "grid of 0/1 meeting every row and column sum", "the same check"),
-    "knights_knaves": (_knights_knaves, "one 'NAME is a ROLE' per inhabitant, nothing else, all right",
+    "knights_knaves": (_knights_knaves, "each inhabitant named once with the right role, no other word",
                        "0.3 + 0.7 x share right"),
     "letter_jumble": (exact_ci, "exact match, any case (spacing normalised)", "per-word partial credit"),
     "manipulate_matrix": (exact_ws, "exact match (spacing normalised)", "normalised, or padded gold paid by length"),
