@@ -382,6 +382,7 @@ _LAST_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _BEFORE_VALUE = re.compile(rf"(?:[≠≤≥⩽⩾<>≮≯]|{_REL_CMD}\s*=?|\b(?:not|isn['’]t)(?:\s+equal)?(?:\s+to)?|\bat\s+(?:most|least)"
                            rf"|\b(?:less|greater|more|fewer|smaller|larger|bigger)\s+than|{_OR_TOKEN})"
                            r"\s*[-+−]?\s*\$?\s*(?:\\\(|\\\[)?\s*$", re.IGNORECASE)
+_LIST_BEFORE = re.compile(r"\d\s*\$?\s*(?:,\s|;|\band\b|&|\\&)\s*[-+−]?\s*\$?\s*$", re.IGNORECASE)  # "5, 6", "5 and 6"
 
 
 def lists_several(gold: str) -> bool:
@@ -471,7 +472,8 @@ def _read_boxes(region: str) -> tuple[str | None, str]:
         return "hedged: another value is offered next to the box", region
     if region.count("\\boxed", 0, start) + region.count("\\fbox", 0, start):
         prev = _last_braced_span(region[:start])
-        if prev is not None and _between_boxes(region[prev[1]:start]) == "several":
+        if prev is not None and prev[2].strip() != span[2].strip() and \
+                _between_boxes(region[prev[1]:start]) == "several":  # (the same value twice offers no other)
             return "several boxed values joined as a hedge or a list, where one is asked", region
     return None, region[start:end]
 
@@ -570,8 +572,12 @@ class MathVerifier:
                 region = region if keep_e else e_notation(region)
                 if not several and not _RELATION.search(r) and not (self.set_relation and re.search(r"[\[\](]", r)):
                     nums = [m.start() for m in _LAST_NUMBER.finditer(region)]
-                    if nums and _BEFORE_VALUE.search(region, max(0, nums[-1] - 60), nums[-1]):
+                    before = region[max(0, nums[-1] - 60):nums[-1]] if nums else ""
+                    if nums and _BEFORE_VALUE.search(before):
                         reason = "the last value is stated in a relation or a hedge ('not equal to 6', '5 or 6')"
+                    elif _LIST_BEFORE.search(before) and sum(before.count(c) for c in "([{") <= \
+                            sum(before.count(c) for c in ")]}"):  # (not the last coordinate of a tuple)
+                        reason = "the last value ends a list of values, where one is asked"
             else:
                 if method.endswith("boxed") and not several:
                     reason, region = _read_boxes(region)

@@ -72,6 +72,10 @@ def _cases() -> list[Case]:
                      "5 or \\boxed{6}", "\\boxed{5} (or 6)", "\\boxed{6}, or possibly 5", "It is 5 or 6.",
                      "\\boxed{6 \\text{ or } 5}", "The answer is 6 or 5"):
             add(cls, HOLE, text, gold)
+    for text in ("It is 5, 6.", "Values: 5 and 6", "So the solutions are 5 and 6."):
+        add(cls, HOLE, text, "6")
+    add(cls, RIGHT, "So the point is $(7, 6)$.", "(7, 6)")
+    add(cls, RIGHT, "\\boxed{6}. Or is it? Yes, \\boxed{6}.", "6", "the same box twice")
     add(cls, RIGHT, "\\boxed{1} and \\boxed{2}", "1, 2")
     add(cls, RIGHT, "The answer is 5, 6", "5, 6")
     add(cls, RIGHT, "\\boxed{5 \\text{ or } 6}", "5 \\text{ or } 6")
