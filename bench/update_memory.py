@@ -10,9 +10,9 @@ algorithm's config from its command-line parser (so ``policy.model`` other than 
 gets the real-model defaults: ``micro_batch_tokens``, ``gradient_checkpointing``, ...), makes the
 synthetic batch and runs exactly one optimizer step through the algorithm's own update code:
 ``algos.grpo.policy_update`` (groups of ``group_size`` with rewards 0/1, so no row is left
-out), DPO's ``pair_loss`` and ``update`` (R rows = R/2 pairs, chosen and rejected), and PPO's
-minibatch step (its ``token_logprobs``, clipped policy loss, ``update``, then the critic's value
-loss). Memory is the process's peak: resident set size on the CPU (weights, gradients, AdamW
+out), DPO's ``algos.preference.pair_step`` (R rows = R/2 pairs, chosen and rejected), and PPO's
+``algos.ppo.minibatch_update`` after the reference's logprobs, the critic's values and GAE (one
+minibatch, one epoch). Memory is the process's peak: resident set size on the CPU (weights, gradients, AdamW
 state, the reference and critic copies, activations), ``torch.cuda.max_memory_allocated`` on a
 GPU. Seconds are those of the step alone.
 
@@ -103,7 +103,7 @@ def synthetic(R: int, T: int, P: int, vocab: int, seed: int = 0) -> tuple[list[l
 
 def one(args: argparse.Namespace) -> dict:
     """One optimizer step of ``args.algo`` at ``args.rows`` x ``args.tokens``, in this process."""
-    from algos import common, dist
+    from algos import dist
     from policies.base import Rollout
     from policies.hf import enable_activation_checkpointing, resolve_device
 
@@ -148,7 +148,7 @@ def one(args: argparse.Namespace) -> dict:
         seconds = time.time() - t0
         loss = stats["loss/policy"][0]
     elif args.algo == "dpo":
-        from algos import preference
+        from algos import microbatch, preference
         from algos.dpo import loss_settings
         from algos.preference import Pair
 
@@ -158,24 +158,22 @@ def one(args: argparse.Namespace) -> dict:
         n = max(1, R // 2)
         pairs = [Pair(prompts[i], completions[2 * i], completions[2 * i + 1]) for i in range(n)]
         t0 = time.time()
-        loss_t, _ = preference.pair_loss(model, ref, pairs, pad_id, loss_settings(cfg), count=float(n))
-        common.update(opt, model, loss_t, cfg.grad_clip)
+        _, loss, _ = preference.pair_step(opt, model, ref, pairs, pad_id, loss_settings(cfg), float(n),
+                                          microbatch.Limits.of(cfg), cfg.grad_clip)
         seconds = time.time() - t0
-        loss = loss_t.item()
     else:
         loss, seconds = ppo_step(model, opt, cfg, prompts, completions, pad_id, args.path == "old", g)
     return {"algo": args.algo, "path": args.path, "rows": R, "tokens": T, "peak_gb": round(peak_gb(device), 3),
             "seconds": round(seconds, 2), "loss": loss,
             "micro_batch_tokens": getattr(cfg, "micro_batch_tokens", None), "micro_batch_size": getattr(cfg, "micro_batch_size", None),
-            "gradient_checkpointing": cfg.gradient_checkpointing}
+                    "gradient_checkpointing": cfg.gradient_checkpointing}
 
 
 def ppo_step(model, opt, cfg, prompts, completions, pad_id, old, g) -> tuple[float, float]:
-    """PPO's minibatch step as algos.ppo.main runs it: the reference's logprobs and the critic's values
-    before the update (no gradients), GAE, then the policy's clipped loss and step, the critic's
-    clipped value loss and step."""
-    from algos import common, dist, losses, ppo
-    from policies.hf import collate
+    """PPO's step as algos.ppo.main runs it: the reference's logprobs and the critic's values before
+    the update (no gradients, in micro-batches), the per-token rewards and GAE, then
+    ``ppo.minibatch_update`` (the policy's clipped loss and step, the critic's value loss and step)."""
+    from algos import dist, losses, microbatch, ppo
 
     if old:
         old_path(ppo)
@@ -183,28 +181,25 @@ def ppo_step(model, opt, cfg, prompts, completions, pad_id, old, g) -> tuple[flo
     critic = ppo.Critic(model)
     copt = torch.optim.AdamW(critic.parameters(), lr=1e-7)
     dev = next(model.parameters()).device
-    batch = collate(prompts, completions, pad_id).to(dev)
-    mask = batch.completion_mask
-    old_logp = -2.0 * torch.rand(mask.shape, generator=g).to(dev)
-    final = torch.tensor([float(i % 2) for i in range(mask.shape[0])], device=dev)
+    T = len(completions[0])
+    rows = microbatch.Rows(prompts, completions, [None] * len(prompts),
+                           {"old_logp": [-2.0 * torch.rand(T, generator=g) for _ in prompts]}).padded_as_a_whole()
+    limits = microbatch.Limits.of(cfg)
     t0 = time.time()
-    with torch.no_grad():
-        ref_logp = ppo.token_logprobs(ref, batch, temperature=cfg.temperature)
-        old_values = critic(batch) * mask
+    batch, v = rows.collate(pad_id, dev)
+    mask, old_logp, lens = batch.completion_mask, v["old_logp"], [T] * len(prompts)
+    final = torch.tensor([float(i % 2) for i in range(len(prompts))], device=dev)
+    ref_logp = microbatch.pad(microbatch.token_values(
+        ref, rows, limits, pad_id, lambda m, b: ppo.token_logprobs(m, b, temperature=cfg.temperature)), T).to(dev)
+    old_values = microbatch.pad(microbatch.token_values(critic, rows, limits, pad_id, lambda m, b: m(b)), T).to(dev) * mask
     rewards = ppo.token_rewards(final, old_logp, ref_logp, mask, cfg.kl_coef)
     adv, returns = losses.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+    rows = rows.with_values({"adv": microbatch.unpad(adv, lens), "returns": microbatch.unpad(returns, lens),
+                             "old_values": microbatch.unpad(old_values, lens)})
     model.train()
     critic.train()
-    n_tok = max(mask.sum().item(), 1.0)
-    logp = ppo.token_logprobs(model, batch, temperature=cfg.temperature)
-    pg, _ = losses.clipped_pg_loss(logp, old_logp, adv, cfg.eps, cfg.eps)
-    pg_loss = (pg * mask).sum() / n_tok
-    common.update(opt, model, pg_loss, cfg.grad_clip)
-    v = critic(batch)
-    v_clipped = old_values + (v - old_values).clamp(-cfg.value_clip, cfg.value_clip)
-    vf = 0.5 * torch.maximum((v - returns) ** 2, (v_clipped - returns) ** 2)
-    common.update(copt, critic, (vf * mask).sum() / n_tok, cfg.grad_clip)
-    return pg_loss.item(), time.time() - t0
+    stats = ppo.minibatch_update(model, critic, opt, copt, rows, cfg, pad_id)
+    return stats["loss/policy"], time.time() - t0
 
 
 def old_estimate_gb(args: argparse.Namespace, R: int, vocab: int, hidden: int, layers: int, inter: int) -> float:
