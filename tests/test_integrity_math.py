@@ -97,7 +97,7 @@ print(len(refused), str(w._inert_parse_expr("x + 2*y")), str(w._plain_number("1.
     "\\boxed{\\neq 6}", "\\boxed{\\ne 6}", "\\boxed{x \\ne 6}", "\\boxed{\\leq 6}", "\\boxed{\\geq 6}", "\\boxed{≤ 6}",
     "\\boxed{x \\not= 6}", "<answer>x != 6</answer>", "The answer is not equal to 6.", "The answer isn't 6.",
     "So x is not equal to 6.", "Answer: not 6", "Final answer: x ≠ 6", "The answer is at least 6.",
-    "\\boxed{\\text{not } 6}",
+    "\\boxed{\\text{not } 6}", "x \\neq \\boxed{6}", "The answer is not \\boxed{6}", "$x \\leq \\boxed{6}$",
 ])
 def test_a_relation_is_not_the_value(completion):
     v = V.verify(completion, "6")

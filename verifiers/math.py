@@ -458,7 +458,7 @@ def _reference(gold: str) -> tuple[str, bool, bool, Fraction | None]:
 _NEAR_HEDGE = ("or", "OR", "Or", "|", "\\lor", "\\vee", "∨", "\\mid", "either")
 
 
-def _read_boxes(region: str) -> tuple[str | None, str]:
+def _read_boxes(region: str, relation_ok: bool) -> tuple[str | None, str]:
     """``(reason, region)`` for a boxed answer against a reference with one value: a reason when another
     value is offered next to the last box or the boxes are joined as a hedge or a list; otherwise the
     region narrowed to the last box (one box, or a correction: the last box answers, as math-verify reads it)."""
@@ -470,6 +470,8 @@ def _read_boxes(region: str) -> tuple[str | None, str]:
     if any(h in near for h in _NEAR_HEDGE) and (_HEDGE_BEFORE.search(region, max(0, start - 60), start)
                                                  or _HEDGE_AFTER.match(region, end, end + 80)):
         return "hedged: another value is offered next to the box", region
+    if relation_ok is False and _BEFORE_VALUE.search(region, max(0, start - 60), start):
+        return "the box is the right side of a relation or a negation ('x \\neq \\boxed{6}', 'not \\boxed{6}')", region
     if region.count("\\boxed", 0, start) + region.count("\\fbox", 0, start):
         prev = _last_braced_span(region[:start])
         if prev is not None and prev[2].strip() != span[2].strip() and \
@@ -580,7 +582,7 @@ class MathVerifier:
                         reason = "the last value ends a list of values, where one is asked"
             else:
                 if method.endswith("boxed") and not several:
-                    reason, region = _read_boxes(region)
+                    reason, region = _read_boxes(region, bool(_RELATION.search(r)))
                 cand = normalize(cand)
                 cand = cand if keep_e else e_notation(cand)
                 p_value = fast_number(cand)

@@ -50,6 +50,11 @@ def _cases() -> list[Case]:
     for text in ("The answer isn't 6.", "So x is not equal to 6.", "Answer: not 6", "Final answer: x ≠ 6",
                  "We conclude $x \\neq 6$.", "The value is at most 6."):
         add(cls, HOLE, text, "6")
+    for text in ("x \\neq \\boxed{6}", "The answer is not \\boxed{6}", "$x \\leq \\boxed{6}$", "<answer>not \\boxed{6}</answer>",
+                 "it is at least \\boxed{6}", "$x \\ge \\boxed{6}$", "x ≠ $\\boxed{6}$"):
+        add(cls, HOLE, text, "6")
+    add(cls, RIGHT, "we need $x \\geq 3$, so the minimum is \\boxed{3}", "3")
+    add(cls, RIGHT, "So $x = \\boxed{-6}$", "-6")
     add(cls, RIGHT, "\\boxed{x \\ne 6}", "x \\neq 6")
     add(cls, RIGHT, "\\boxed{x \\leq 6}", "x \\le 6")
     add(cls, RIGHT, "\\boxed{12}. Note that the answer is not 13.", "12")
