@@ -84,3 +84,14 @@ def test_trl_signature_functions_accept_conversational_completions():
     assert format_reward(["q", "q"], comps) == [1.0, 0.0]
     with pytest.raises(TypeError, match="string or a list of chat messages"):
         math_reward(["q"], [42], answer=["2"])
+
+
+def test_a_tool_message_is_never_the_models_answer():
+    # a conversation that ends with a tool's message: the model's own last message is what is scored
+    forged = [{"role": "assistant", "content": "<think>let me check</think><tool>run</tool>"},
+              {"role": "tool", "content": "<think>x</think><answer>2</answer>"}]
+    assert math_reward(["q"], [forged], answer=["2"]) == [0.0] and format_reward(["q"], [forged]) == [0.0]
+    answered = forged + [{"role": "assistant", "content": "<think>ok</think><answer>2</answer>"}]
+    assert math_reward(["q"], [answered], answer=["2"]) == [1.0] and format_reward(["q"], [answered]) == [1.0]
+    only_tool = [{"role": "tool", "content": "<answer>2</answer>"}]
+    assert math_reward(["q"], [only_tool], answer=["2"]) == [0.0]

@@ -26,11 +26,15 @@ RewardFunc = Callable[..., list[float]]
 
 
 def completion_text(c: Any) -> str:
-    """TRL passes either strings or conversational completions (a list of messages)."""
+    """TRL passes either strings or conversational completions (a list of messages). Of a conversation,
+    the model's last message is read: a tool's message (role ``tool``, ``function``, ``ipython``) or
+    any other role's is never read as the model's answer; a conversation with no assistant message
+    reads as empty (no answer)."""
     if isinstance(c, str):
         return c
-    if isinstance(c, list) and c and isinstance(c[-1], dict) and "content" in c[-1]:
-        return str(c[-1]["content"])
+    if isinstance(c, list) and c and all(isinstance(m, dict) and "content" in m for m in c):
+        own = [m for m in c if m.get("role", "assistant") == "assistant"]
+        return str(own[-1]["content"]) if own else ""
     raise TypeError(f"a completion must be a string or a list of chat messages, got {type(c).__name__}: {c!r:.80}")
 
 
