@@ -158,8 +158,10 @@ def token_logprobs(model: Any, batch: Batch, temperature: float = 1.0, with_entr
     targets = batch.input_ids[:, P:][real]
     hidden: list[torch.Tensor] = []
 
-    # The head runs inside the model's forward (under FSDP its weight is gathered only there), on an
-    # empty slice; its output is replaced by the chunked logprobs of the hidden states it was given.
+    # The whole model is called (not its decoder and head apart): under FSDP the root module's forward
+    # is what gathers the embedding and head weights, and a peft wrapper reaches the base model through
+    # it. Two hooks, on for this call only, make the head run on an empty slice and replace its output
+    # with the chunked logprobs of the hidden states it was given.
     def capture(mod: Any, args: tuple) -> tuple:
         hidden.append(args[0])
         return (args[0][:, :0],)
