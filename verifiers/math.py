@@ -10,12 +10,31 @@ Extraction:
 2. of the last ``\\boxed{...}`` (or ``\\fbox{...}``), GSM8K's ``#### N`` and "the answer is ..."
    the one stated last in the text. "The answer is" runs to the end of its clause (a period,
    a semicolon, a line break, a comma or "but"/"not" outside brackets and ``$...$``), and a
-   negated statement ("the answer is not 13", "the answer isn't 13") is never the answer;
+   negated statement ("the answer is not 13", "the answer isn't 13") is never the answer (when
+   it is the only statement, the verdict is ``wrong``: it names no value). "The answer is 5, 6"
+   is the list "5, 6", not 5;
 3. otherwise the whole text, from which the sympy path takes the last expression.
 
+Several boxes: the last box is the answer (a correction: "\\boxed{5} first, but correcting the
+mistake, the answer is \\boxed{6}" answers 6, as math-verify and lm-eval read it), unless the
+few words between the last two join them as a hedge or a list ("\\boxed{5} or \\boxed{6}",
+"\\boxed{5}, \\boxed{6}", "(or maybe ...)"), which is ``wrong``. Against a reference that lists
+several values ("1, 2", "\\pm 2", a set) the boxes are read together, as a set.
+
+One value is asked, one must be given (`screen`, each rule skipped when the reference has the
+same form itself): a relation or a negation (``\\neq 6``, ``\\leq 6``, "not equal to 6", "at
+most 6", ``x \\neq \\boxed{6}``) is not the value; a hedge ("5 or 6", "either", ``5 | 6``,
+``5 \\mid 6``, ``\\lor``, another value offered next to the box) and a list ("5 and 6", rows of a
+cases, array or aligned environment) are ``wrong``, whatever their last item. ``\\pm a`` is the
+two values a and -a: it answers a reference that lists both (``a, -a``, ``\\pm a``, "a or -a")
+and is ``wrong`` against one of them.
+
 Before comparison, the answer and the reference are normalised: a degree sign (``45°``) is
-dropped, a repeating decimal (``0.\\overline{6}``) becomes the fraction it is, and digit
-groups separated by a space, thin space or no-break space (``12 500``) are one number.
+dropped, a repeating decimal (``0.\\overline{6}``) becomes the fraction it is, digit groups
+separated by a space, thin space or no-break space (``12 500``) are one number, a scale word is
+part of its number (``6 \\text{ million}`` is 6000000, so it is not 6), and an e-notation number
+(``2e3``) is the number it writes, unless the reference uses ``e`` as a symbol (Euler's number:
+then ``2e`` stays two times e).
 
 Comparison is exact by default. Integers, fractions, powers, factorials, radicals and pi
 expressions are equal only if they are exactly equal; a decimal is the exact number it writes
