@@ -843,6 +843,22 @@ def _sweep(me):
     return killed
 
 
+def _feed(fd, data, sent):
+    """Write what the pipe takes of ``data[sent:]`` (non-blocking); close it once all is written or the
+    job stopped reading. Returns (fd or -1 once closed, bytes sent)."""
+    if sent < len(data):
+        try:
+            sent += os.write(fd, data[sent:sent + 65536])
+        except BlockingIOError:
+            pass
+        except OSError:  # the job closed its stdin or ended: the rest is not wanted
+            sent = len(data)
+    if sent >= len(data):
+        os.close(fd)
+        return -1, sent
+    return fd, sent
+
+
 def run_job(job):
     t_start = time.perf_counter()
     cap = int(job.get("max_output", 1 << 20))
@@ -861,12 +877,8 @@ def run_job(job):
     for fd in (w_out, w_err, w_rep, r_in):
         os.close(fd)
     stdin_data = memoryview((job.get("stdin") or "").encode())  # all of it, streamed as the job reads it
-    sent = 0
-    if len(stdin_data):
-        os.set_blocking(w_in, False)
-    else:
-        os.close(w_in)
-        w_in = -1
+    os.set_blocking(w_in, False)
+    w_in, sent = _feed(w_in, stdin_data, 0)  # a small input goes at once, without waiting for select
     bufs = {r_out: bytearray(), r_err: bytearray(), r_rep: bytearray()}
     truncated = {r_out: False, r_err: False}
     open_fds = set(bufs)
@@ -880,15 +892,7 @@ def run_job(job):
             break
         ready, writable, _ = select.select(list(open_fds), [w_in] if w_in >= 0 else [], [], left)
         if writable:
-            try:
-                sent += os.write(w_in, stdin_data[sent:sent + 65536])
-            except BlockingIOError:
-                pass
-            except OSError:  # the job closed its stdin or ended: the rest is not wanted
-                sent = len(stdin_data)
-            if sent >= len(stdin_data):
-                os.close(w_in)
-                w_in = -1
+            w_in, sent = _feed(w_in, stdin_data, sent)
         for fd in ready:
             chunk = os.read(fd, 65536)
             if not chunk:
