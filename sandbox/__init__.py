@@ -10,9 +10,13 @@ What the Docker backend (the default) isolates, per long-lived container:
     child: a new session, RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NOFILE, a wall-clock
     limit enforced by killing the job's whole process group, a cap on captured output (more
     kills the job), and a sweep that kills any process the job left behind;
-  * verdicts: test results travel on a separate pipe with a per-job nonce the program is not
-    given; a test counts only if the harness reports it after running it, so ``sys.exit(0)``,
-    ``os._exit(0)`` or killing the runner never score as a pass.
+  * verdicts: decided where the program cannot reach them. Tests run in a judge process that
+    never runs the program; the program runs in a process of its own that only answers calls
+    with plain values (anything else is a reference the tests may call but never compare), and
+    the judge reports on a pipe the program does not hold, with a per-job nonce; the runner and
+    the judge are non-dumpable (no ptrace, no /proc/PID/mem or fd by the same user). Patching
+    ``json``, ``os.write`` or builtins, exiting or killing never scores as a pass. A stdio
+    program's verdict is its exit status and output, read by the runner.
 A container is replaced after ``max_jobs_per_worker`` jobs, and at once after a timeout, an
 out-of-memory kill, a leftover process or a runner that stopped answering.
 
@@ -21,8 +25,8 @@ container; use gVisor/Kata via Docker's runtime for that); jobs in the same cont
 one after another and share its /tmp between jobs only through what the sweep and the
 per-job directory cleanup leave (nothing by design, but a job can fill the tmpfs for its own
 duration); CPU time of one job can slow its neighbours on the same host; timing side
-channels; and a program that introspects the harness's own Python frames in its process
-could read the nonce and forge a report (the harness and the program share an interpreter).
+channels; and the freed heap of a program's process may still hold the text of its tests
+(reading it needs the process's own memory: ``/proc/self/mem`` and ``ctypes`` are refused there).
 
 ``bwrap`` backend: bubblewrap namespaces (no network, PID/IPC/UTS/user namespaces, read-only
 host root, private /tmp), the same runner limits; no cgroup memory/pids limits.

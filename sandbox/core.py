@@ -59,10 +59,20 @@ class Job:
       relative). ``memory_mb`` lowers the pool's memory limit for this job.
 
     ``setup`` is trusted code run in the tests' own namespace before them (HumanEval's prompt, with
-    its helper functions; MBPP's test_setup_code). With ``entry_point`` set, an ``assert`` job's
-    tests see that one function of the program; without, every function it defines except those
-    that shadow a builtin. What the program's functions return to the tests must be made of plain
-    built-in values (see ``sandbox/runner.py``: "keeping the tests honest").
+    its helper functions; MBPP's test_setup_code). The tests run in a judge process that never runs
+    the program (see ``sandbox/runner.py``): with ``entry_point`` set, an ``assert`` job's tests see
+    that one name of the program; without, every name of the program they use except those that
+    shadow a builtin or the setup. What they get is a plain built-in value (exact types) or, for
+    anything else (a function, a class, a partial, an instance), a reference they may call, read
+    attributes of and pass back to the program, and nothing else: comparing it, its truth value,
+    hashing, iterating or printing it fails the test. Modules the program imported are the judge's
+    own copies, by name. Arguments the tests pass must be plain values, such references, or
+    instances of classes the setup defines (sent by their attributes).
+
+    A ``stdio`` run passes when the program exits with status 0 (``sys.exit(0)``, ``exit()``,
+    ``os._exit(0)`` after a flush and ``atexit`` output included: it exits as ``python3 program.py``
+    would) and its output matches; its whole input is streamed to it. Every checker but ``exact``
+    reads a whole-token ``yes``/``no`` in any case, the Codeforces convention.
     """
 
     program: str

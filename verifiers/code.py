@@ -8,6 +8,11 @@
   - MBPP / assert lists: ``{"test_list": [...], "test_setup_code"?: str}``;
   - call-based: ``{"entry_point", "inputs": [[args...]...], "outputs": [...]}``;
   - stdin/stdout: ``{"stdio": [{"input": str, "output": str}, ...]}``.
+* Tests run in a judge process that never runs the program; the program's process only answers
+  calls with plain values (or references that may only be called, read or passed back), so no
+  patch of ``json``, ``os.write``, builtins, exits or signals in the program can rewrite a report,
+  and an entry point that is a class, a ``functools.partial`` or a callable instance is guarded as
+  a function is (see ``sandbox/runner.py``).
 * Verdict: ``correct`` when every test passes; ``wrong`` when a test fails, the program
   raises or runs out of memory; ``timeout`` when it runs past the limit; ``no_answer`` for an
   empty program; ``error`` only when the sandbox itself failed. Score: 1/0, or with

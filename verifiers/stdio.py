@@ -11,6 +11,14 @@ verdict says which of the judge's outcomes it met first:
   limit: the sandbox's ``oom``), ``runtime_error`` (a non-zero exit or an exception): the first failing test's. Without
   ``partial`` the judge stops there (the rest are ``skipped``), as judges do.
 
+The program runs as ``python3 program.py`` would, with its whole input: exit status 0 is success
+(``sys.exit(0)``, ``exit()``, ``raise SystemExit``, ``os._exit(0)`` after a flush; output printed by
+``atexit`` handlers or non-daemon threads counts), any other status a ``runtime_error``. Output
+checkers follow the Codeforces convention for YES/NO: a whole-token ``yes`` or ``no`` matches in any
+case ("Yes", "nO") under ``lines``, ``tokens`` and ``float``; ``exact`` and every other token
+compare as written. The verdict is the runner's, from the exit status and the output: nothing the
+program writes elsewhere counts.
+
 ``details`` has every test's outcome and the count passed. The score is 1 for accepted, else 0,
 or the fraction of tests passed with ``partial=True``. A sandbox that could not run the program
 (daemon down) is an ``error`` verdict, never a wrong answer.
