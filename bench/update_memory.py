@@ -3,7 +3,8 @@ R rows x T completion tokens, today's path ("old") and the new one side by side.
 
     python bench/update_memory.py                                   # smollm2-135m, R = 16,64,256, T = 512, all algos
     python bench/update_memory.py --algo grpo --rows 16 --tokens 128 --path new
-    python bench/update_memory.py --model qwen2-0.5b-random --dtype bfloat16 --device cuda --tokens 4096
+    python bench/update_memory.py --model qwen2-0.5b-random --dtype bfloat16 --device cuda --tokens 4096 \
+        --set micro_batch_tokens=16384   # a micro-batch must hold one whole row (prompt + 4096)
 
 Each (algorithm, path, R) runs in a process of its own, which loads the model, builds the
 algorithm's config from its command-line parser (so ``policy.model`` other than the tiny ones
@@ -20,9 +21,9 @@ GPU. Seconds are those of the step alone.
   e.g. ``--set micro_batch_tokens=8192 --set gradient_checkpointing=false``).
 * ``old``: the code before issue 30: ``token_logprobs`` on the full-vocabulary float32 path
   (``chunk_size=0``), no micro-batches, no activation checkpointing. Its peak is estimated first
-  (rows x tokens x vocabulary x 4 bytes for each of its float32 logits, log-softmax and
-  exp tensors, plus the activations); sizes over ``--limit-gb`` (default: this machine's memory)
-  are skipped with the reason printed.
+  (`old_estimate_gb`: five float32 rows x tokens x vocabulary tensors, the whole batch's
+  activations, the weights and optimizer state); sizes over ``--limit-gb`` (default: this
+  machine's memory) are skipped with the reason printed.
 
 Models: ``smollm2-135m`` (default, real weights) or anything ``policy.model`` takes, and
 ``qwen2-0.5b-random`` / ``qwen2-1.5b-random``: Qwen2's architecture with random weights, built from
@@ -202,18 +203,23 @@ def ppo_step(model, opt, cfg, prompts, completions, pad_id, old, g) -> tuple[flo
     return stats["loss/policy"], time.time() - t0
 
 
-def old_estimate_gb(args: argparse.Namespace, R: int, vocab: int, hidden: int, layers: int, inter: int) -> float:
-    """The old path's peak, roughly: three float32 [rows, tokens, vocabulary] tensors (logits,
-    log-softmax, its exp for the entropy) and every layer's activations of the whole batch (about
-    8 hidden-sized and 4 intermediate-sized values per token and layer), on top of the weights,
-    gradients and AdamW state (4x the weights) and, for DPO and PPO, the reference (and critic)."""
+def old_estimate_gb(args: argparse.Namespace, R: int, vocab: int, hidden: int, layers: int, inter: int, heads: int) -> float:
+    """The old path's peak, roughly (conservative: SmolLM2-135M, 16 rows, measured 6.3 GB at T=128
+    and 23.2 GB at T=512 (issue 30) against 7.4 and 23.3 estimated): five float32 [rows, tokens, vocabulary]
+    tensors (logits, log-softmax, its exp, the entropy's product, a gradient), every layer's
+    activations of the whole batch (about 6 hidden-sized and 3 intermediate-sized values per token
+    and layer), on the CPU the attention weights SDPA's masked kernel keeps (rows x heads x length^2
+    per layer), and the weights, gradients and AdamW state (4x the weights; DPO and PPO add the
+    reference, PPO the critic and its optimizer)."""
     bytes_ = {"float32": 4, "fp32": 4}.get(args.dtype, 2)
-    tokens = R * (args.tokens + args.prompt)
-    logits = 3 * R * args.tokens * vocab * 4
-    acts = tokens * layers * (8 * hidden + 4 * inter) * bytes_
+    L = args.tokens + args.prompt
+    logits = 5 * R * args.tokens * vocab * 4
+    acts = R * L * layers * (6 * hidden + 3 * inter) * bytes_
+    cpu = not (args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()))
+    attn = R * heads * L * L * 4 * layers if cpu else 0
     params = vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * inter)
     copies = {"grpo": 4, "dpo": 5, "ppo": 10}[args.algo]
-    return (logits + acts + copies * params * bytes_) / 2**30
+    return (logits + acts + attn + copies * params * bytes_) / 2**30
 
 
 def machine_gb(device: str) -> float:
@@ -289,11 +295,11 @@ def child(run: argparse.Namespace) -> dict:
     return json.loads(lines[-1])
 
 
-def model_shape(name: str) -> tuple[int, int, int, int]:
-    """(vocabulary, hidden, layers, intermediate) of the model, from its config alone."""
+def model_shape(name: str) -> tuple[int, int, int, int, int]:
+    """(vocabulary, hidden, layers, intermediate, attention heads) of the model, from its config alone."""
     if name in QWEN2:
         c = QWEN2[name]
-        return c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"]
+        return c["vocab_size"], c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"], c["num_attention_heads"]
     from transformers import AutoConfig
 
     from policies import gguf
@@ -302,9 +308,10 @@ def model_shape(name: str) -> tuple[int, int, int, int]:
     if name == "tiny":
         from policies.tiny import build_tokenizer
 
-        return len(build_tokenizer()), TINY_CONFIG["hidden_size"], TINY_CONFIG["num_hidden_layers"], TINY_CONFIG["intermediate_size"]
+        return (len(build_tokenizer()), TINY_CONFIG["hidden_size"], TINY_CONFIG["num_hidden_layers"],
+                TINY_CONFIG["intermediate_size"], TINY_CONFIG["num_attention_heads"])
     c = AutoConfig.from_pretrained(resolve_model_path(name) or gguf.resolve(name) or name)
-    return c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size
+    return c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.num_attention_heads
 
 
 if __name__ == "__main__":
