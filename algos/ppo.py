@@ -32,19 +32,19 @@ from typing import Any, ClassVar
 
 import torch
 
-from algos import dist, losses
+from algos import dist, losses, microbatch
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
-                          reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, update,
-                          warmup)
+                          reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, warmup)
 from policies import SamplingParams, lora
-from policies.hf import Batch, _positions, collate, token_logprobs
+from policies.hf import Batch, _positions, token_logprobs
 
 
 @dataclasses.dataclass
 class PPOConfig(RunConfig):
     # defaults for any model but the built-in tiny ones (algos.config.TINY_MODELS); --help shows them
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-6, "critic_lr": 1e-5, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512,
-                                              "heldout_size": 200}
+                                              "heldout_size": 200, "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
+                                              "gradient_checkpointing": True}
     steps: int = 60
     """PPO iterations (sample a batch, then optimise on it)"""
     save_every: int = 20
@@ -117,6 +117,45 @@ def token_rewards(final: torch.Tensor, logp_old: torch.Tensor, ref_logp: torch.T
     return r
 
 
+def minibatch_update(model: Any, critic: Critic, opt: Any, copt: Any, rows: microbatch.Rows, cfg: PPOConfig,
+                     pad_id: int) -> dict[str, float]:
+    """One optimizer step of the actor (clipped policy loss) and one of the critic (clipped value loss)
+    on a minibatch's ``rows`` (per token: old_logp, adv, returns, old_values), each run as
+    micro-batches with gradients accumulated. Both losses are token means over the whole
+    minibatch on every rank, normalised before the split. Returns the step's statistics, over every rank."""
+    w = dist.world()
+    n_tok = max(w.sum(rows.tokens().sum().item()), 1.0)  # the minibatch's tokens over every rank
+    sums = {"loss/policy": 0.0, "loss/value": 0.0, "policy/clip_frac": 0.0, "policy/entropy": 0.0, "policy/approx_kl": 0.0}
+    limits = microbatch.Limits.of(cfg)
+    parts = rows.split(limits)
+
+    def policy_loss(part: microbatch.Rows) -> torch.Tensor:
+        batch, v = part.collate(pad_id, model.device)
+        m = batch.completion_mask
+        logp, entropy = token_logprobs(model, batch, temperature=cfg.temperature, with_entropy=True)
+        pg, clipped = losses.clipped_pg_loss(logp, v["old_logp"], v["adv"], cfg.eps, cfg.eps)
+        loss = (pg * m).sum() / n_tok
+        sums["loss/policy"] += loss.item()
+        sums["policy/clip_frac"] += (clipped * m).sum().item() / n_tok
+        sums["policy/entropy"] += (entropy.detach() * m).sum().item() / n_tok
+        sums["policy/approx_kl"] += ((v["old_logp"] - logp.detach()) * m).sum().item() / n_tok
+        return loss
+
+    def value_loss(part: microbatch.Rows) -> torch.Tensor:
+        batch, v = part.collate(pad_id, model.device)
+        m, old, ret = batch.completion_mask, v["old_values"], v["returns"]
+        val = critic(batch)
+        v_clipped = old + (val - old).clamp(-cfg.value_clip, cfg.value_clip)
+        vf = 0.5 * torch.maximum((val - ret) ** 2, (v_clipped - ret) ** 2)
+        loss = (vf * m).sum() / n_tok
+        sums["loss/value"] += loss.item()
+        return loss
+
+    microbatch.step(opt, model, parts, policy_loss, cfg.grad_clip)
+    microbatch.step(copt, critic, parts, value_loss, cfg.grad_clip)
+    return {k: w.sum(v) for k, v in sums.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup
     s = start(PPOConfig, argv, "ppo")
@@ -124,6 +163,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = env.unwrapped
     w = s.world
     share = w.shard(cfg.prompts_per_step, "the step's prompts", "prompts_per_step")
+    limits = microbatch.Limits.of(cfg)
+    microbatch.check(cfg, -(-(share.stop - share.start) * cfg.samples_per_prompt // cfg.minibatches),
+                     "prompts_per_step x samples_per_prompt / minibatches", longest=cfg.max_new_tokens + 1)
     critic = Critic(w.full_copy if w.full_copy is not None else model)  # replicated on every rank (gradients summed)
     ref = dist.frozen_copy(model) if cfg.kl_coef > 0 else None
     opt = adamw(s, model, cfg.lr)
@@ -157,18 +199,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                     seed=cfg.seed * 1_000_003 + step + 104_729 * w.rank)
             rollouts, results, _ = sample_and_score(engine, env, tasks, params)
             metrics = reward_metrics(results, rollouts)
-            batch = collate([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], tok.pad_token_id,
-                            [r.loss_mask for r in rollouts]).to(model.device)  # tool results: no loss
-            mask = batch.completion_mask
-            old_logp = torch.zeros_like(mask)
-            for i, r in enumerate(rollouts):
-                old_logp[i, :len(r.logprobs)] = torch.tensor(r.logprobs)
+            rows = microbatch.Rows([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts],
+                                   [r.loss_mask for r in rollouts],  # tool results: no loss
+                                   {"old_logp": [torch.tensor(r.logprobs, dtype=torch.float32) for r in rollouts]}
+                                   ).padded_as_a_whole()
+            batch, v = rows.collate(tok.pad_token_id, model.device)  # the whole batch's [N, C] tensors (no model pass)
+            mask, old_logp, C = batch.completion_mask, v["old_logp"], batch.completion_mask.shape[1]
+            lens = [len(c) for c in rows.completion_ids]
             final = torch.tensor([cfg.truncation_reward if r.truncated else x.reward for r, x in zip(rollouts, results)],
                                  device=mask.device)
             # -------------------------------------------------------------- rewards, values, GAE
-            with torch.no_grad():
-                ref_logp = token_logprobs(ref, batch, temperature=cfg.temperature) if ref is not None else None
-                old_values = critic(batch) * mask
+            ref_logp = None  # the passes without gradients run in micro-batches too
+            if ref is not None:
+                ref_logp = microbatch.pad(microbatch.token_values(
+                    ref, rows, limits, tok.pad_token_id, lambda m, b: token_logprobs(m, b, temperature=cfg.temperature)),
+                    C).to(mask.device)
+            old_values = microbatch.pad(microbatch.token_values(critic, rows, limits, tok.pad_token_id, lambda m, b: m(b)),
+                                        C).to(mask.device) * mask
             rewards = token_rewards(final, old_logp, ref_logp, mask, cfg.kl_coef)
             adv, returns = losses.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:  # over every rank's tokens
@@ -176,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 mu = w.sum((adv * mask).sum()) / n_tok
                 sd = (w.sum((((adv - mu) ** 2) * mask).sum()) / n_tok).sqrt()
                 adv = (adv - mu) / (sd + 1e-8) * mask
+            rows = rows.with_values({"adv": microbatch.unpad(adv, lens), "returns": microbatch.unpad(returns, lens),
+                                     "old_values": microbatch.unpad(old_values, lens)})
             # -------------------------------------------------------------- PPO epochs over minibatches
             model.train()
             critic.train()
@@ -187,23 +236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for _ in range(cfg.ppo_epochs):
                 perm = torch.randperm(n, generator=gen)
                 for idx in perm.chunk(cfg.minibatches):
-                    idx = idx.to(mask.device)
-                    sub, m = batch.rows(idx), mask[idx]
-                    n_tok = max(w.sum(m.sum().item()), 1.0)  # the minibatch's tokens over every rank
-                    logp, entropy = token_logprobs(model, sub, temperature=cfg.temperature, with_entropy=True)
-                    pg, clipped = losses.clipped_pg_loss(logp, old_logp[idx], adv[idx], cfg.eps, cfg.eps)
-                    pg_loss = (pg * m).sum() / n_tok
-                    update(opt, model, pg_loss, cfg.grad_clip)
-                    v = critic(sub)
-                    v_clipped = old_values[idx] + (v - old_values[idx]).clamp(-cfg.value_clip, cfg.value_clip)
-                    vf = 0.5 * torch.maximum((v - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
-                    vf_loss = (vf * m).sum() / n_tok
-                    update(copt, critic, vf_loss, cfg.grad_clip)
-                    for k, val in (("loss/policy", pg_loss.item()), ("loss/value", vf_loss.item()),
-                                   ("policy/clip_frac", (clipped * m).sum().item() / n_tok),
-                                   ("policy/entropy", (entropy.detach() * m).sum().item() / n_tok),
-                                   ("policy/approx_kl", ((old_logp[idx] - logp.detach()) * m).sum().item() / n_tok)):
-                        stats.setdefault(k, []).append(w.sum(val))
+                    st = minibatch_update(model, critic, opt, copt, rows.select(idx.tolist()), cfg, tok.pad_token_id)
+                    for k, val in st.items():
+                        stats.setdefault(k, []).append(val)
             progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before,
                                          "wall_seconds": time.time() - t_start}, metrics)
             sync_engine(s)

@@ -221,7 +221,7 @@ def kto_step(opt: Any, model: Any, ref: Any, thumbs: Sequence[Thumb], pad_id: in
         desirable = torch.tensor([t.desirable for t in part], device=pi.device)
         loss = losses.kto_loss(pi, ref_logp, desirable, kl.to(pi.device).expand_as(pi), s.beta, w_desirable,
                                w_undesirable).sum() / count
-        rewards[idx] = (pi - ref_logp).detach().cpu()
+        rewards[idx] = (pi - ref_logp).detach().float().cpu()
         total += loss.item()
         return loss
 

@@ -13,9 +13,9 @@ import sys
 
 import torch
 
-from algos import dist, grpo
+from algos import dist, grpo, microbatch
 from algos.common import update
-from algos.preference import LossSettings, Pair, pair_loss
+from algos.preference import LossSettings, Pair, pair_loss, pair_step
 from algos.sft import sft_loss
 from policies import PolicyConfig, Rollout, load_model
 from policies.hf import collate, token_logprobs
@@ -46,7 +46,7 @@ def full_grads_and_weights(model):
     return grads, weights
 
 
-def grpo_case(world):
+def grpo_case(world, **micro):
     """4 groups of 4 over 2 prompts' lengths; one group all-equal (left out of the pass), one truncated row."""
     model, tok = fixed_model()
     gen = torch.Generator().manual_seed(1)
@@ -65,13 +65,13 @@ def grpo_case(world):
         groups.append((ros, torch.tensor(rewards[g])))
     model = dist.prepare(model, world)
     opt = optimizer(model)
-    cfg = grpo.GRPOConfig(temperature=0.7, grad_clip=0.0, max_new_tokens=16)
+    cfg = grpo.GRPOConfig(temperature=0.7, grad_clip=0.0, max_new_tokens=16, **micro)
     share = world.shard(len(groups), "groups", "groups")
     stats = grpo.policy_update(model, opt, groups[share], cfg, tok.pad_token_id)
     return model, stats["loss/policy"][0], stats["train/grad_norm"][0]
 
 
-def sft_case(world):
+def sft_case(world, **micro):
     model, tok = fixed_model()
     gen = torch.Generator().manual_seed(2)
     rows = [(torch.randint(5, 40, (2 + i % 3,), generator=gen).tolist(),
@@ -79,6 +79,18 @@ def sft_case(world):
     model = dist.prepare(model, world)
     opt = optimizer(model)
     local = rows[world.shard(len(rows), "examples", "batch_size")]
+    if micro:  # as algos.sft runs it: micro-batches, gradients accumulated
+        mrows = microbatch.Rows([p for p, _ in local], [r for _, r in local], [None] * len(local))
+        tokens = world.sum(mrows.tokens().sum().item())
+        parts = []
+
+        def loss_of(part):
+            loss = sft_loss(model, part.collate(tok.pad_token_id, model.device)[0], tokens)
+            parts.append(loss.item())
+            return loss
+
+        gn = microbatch.step(opt, model, mrows.split(microbatch.Limits(**micro)), loss_of, 0.0)
+        return model, world.sum(sum(parts)), gn
     batch = collate([p for p, _ in local], [r for _, r in local], tok.pad_token_id)
     tokens = world.sum(batch.completion_mask.sum().item())
     loss = sft_loss(model, batch, tokens)
@@ -86,7 +98,7 @@ def sft_case(world):
     return model, world.sum(loss.item()), gn
 
 
-def dpo_case(world):
+def dpo_case(world, **micro):
     model, tok = fixed_model()
     gen = torch.Generator().manual_seed(3)
     pairs = [Pair(torch.randint(5, 40, (2 + i % 3,), generator=gen).tolist(),
@@ -96,6 +108,10 @@ def dpo_case(world):
     ref = dist.frozen_copy(model, world)
     opt = optimizer(model)
     local = world.strided(pairs)
+    if micro:  # as algos.dpo runs it: micro-batches of pairs, gradients accumulated
+        gn, loss, _ = pair_step(opt, model, ref, local, tok.pad_token_id, LossSettings("dpo", beta=0.5), float(len(pairs)),
+                                microbatch.Limits(**micro), 0.0)
+        return model, world.sum(loss), gn
     loss, _ = pair_loss(model, ref, local, tok.pad_token_id, LossSettings("dpo", beta=0.5), count=float(len(pairs)))
     gn = update(opt, model, loss, 0.0)
     return model, world.sum(loss.item()), gn
@@ -107,8 +123,12 @@ def main():
     world = dist.init(parallel)
     torch.manual_seed(0)
     results = {}
-    for name, case in (("grpo", grpo_case), ("sft", sft_case), ("dpo", dpo_case)):
-        model, loss, gn = case(world)
+    # "/micro": the same update in micro-batches (rank 1 has fewer of them than rank 0 for grpo and dpo: under fsdp it
+    # runs an empty pass to match), gradients accumulated and reduced over ranks once
+    for name, case, micro in (("grpo", grpo_case, {}), ("sft", sft_case, {}), ("dpo", dpo_case, {}),
+                              ("grpo/micro", grpo_case, {"micro_batch_size": 2, "micro_batch_tokens": 40}),
+                              ("sft/micro", sft_case, {"rows": 1}), ("dpo/micro", dpo_case, {"tokens": 24})):
+        model, loss, gn = case(world, **micro)
         grads, weights = full_grads_and_weights(model)
         # every rank holds the same weights after the update (replicas in step; under fsdp, the same gathered model)
         sums = world.gather([float(sum(w.double().sum() for w in weights.values()))])

@@ -61,6 +61,23 @@ def test_two_ranks_update_like_one_process(updates, algo, mode):
     assert len(sums) == 2 and sums[0] == sums[1]  # both ranks hold the same weights after the step
 
 
+@pytest.mark.parametrize("algo", ["grpo", "sft", "dpo"])
+@pytest.mark.parametrize("mode", ["one", "ddp", "fsdp"])
+def test_micro_batches_update_like_the_unsplit_step(updates, algo, mode):
+    """Split into micro-batches (ranks with different numbers of them), gradients accumulated and reduced once
+    (ddp) or in the last backward only (fsdp: set_requires_gradient_sync): the step of one process, unsplit."""
+    a, b = updates["one"]["results"][algo], updates[mode]["results"][f"{algo}/micro"]
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
+    assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+    for k in a["grads"]:
+        assert (a["grads"][k] is None) == (b["grads"][k] is None), k
+        if a["grads"][k] is not None:
+            torch.testing.assert_close(b["grads"][k], a["grads"][k], rtol=1e-4, atol=2e-5, msg=k)
+        torch.testing.assert_close(b["weights"][k], a["weights"][k], rtol=1e-4, atol=2e-6, msg=k)
+    sums = b["rank_weight_sums"]
+    assert len(sums) == updates[mode]["world_size"] and len(set(sums)) == 1
+
+
 def test_vllm_under_torchrun_gets_one_engine_per_rank(updates):
     assert updates["one"]["vllm_kwargs"] == [{}]
     assert updates["ddp"]["vllm_kwargs"] == [
