@@ -82,31 +82,42 @@ def _last_braced(text: str, macros: Sequence[str] = ("\\boxed", "\\fbox")) -> st
 
 def _last_braced_span(text: str, macros: Sequence[str] = ("\\boxed", "\\fbox")) -> tuple[int, int, str] | None:
     """``(start, end, content)`` of the last ``\\boxed{...}`` with balanced braces: ``text[start:end]``
-    is the whole box, macro included."""
+    is the whole box, macro included. Linear in the text, however many unbalanced boxes it has."""
     best = -1
     for m in macros:
         best = max(best, text.rfind(m + "{"), text.rfind(m + " {"))
-    while best >= 0:
-        start = text.index("{", best) + 1
-        depth = 1
-        i = start
-        while i < len(text) and depth:
-            c = text[i]
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            return best, i, text[start : i - 1]
-        # unbalanced: try an earlier one
-        nxt = -1
-        for m in macros:
-            nxt = max(nxt, text.rfind(m + "{", 0, best), text.rfind(m + " {", 0, best))
-        best = nxt
+    if best < 0:
+        return None
+    start = text.index("{", best) + 1
+    depth, i = 1, start
+    while i < len(text) and depth:  # the usual case: the last box is balanced
+        c = text[i]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        i += 1
+    if depth == 0:
+        return best, i, text[start : i - 1]
+    # unbalanced: match every brace once, then take the last box whose brace is closed
+    macro = re.compile("|".join(re.escape(m) + " ?\\{" for m in macros))
+    starts = [m.start() for m in macro.finditer(text, 0, best)]
+    if not starts:
+        return None
+    closing, stack = {}, []
+    for m in _BRACE.finditer(text, starts[0]):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif stack:
+            closing[stack.pop()] = m.start()
+    for b in reversed(starts):
+        open_at = text.index("{", b)
+        if open_at in closing:
+            return b, closing[open_at] + 1, text[open_at + 1 : closing[open_at]]
     return None
 
 
+_BRACE = re.compile(r"[{}]")
 _ANSWER_IS = re.compile(r"answer\s+(?:(?P<neg>isn['’]t)\b|is\b)\s*:?", re.IGNORECASE)
 _NEGATED = re.compile(r"\s*(?:not|never)\b", re.IGNORECASE)
 # "the answer is 5, 6": a comma, then another value, is a list, not the end of the clause
@@ -271,7 +282,7 @@ def _repeating_to_frac(m: re.Match) -> str:
 
 _SCALES = {"hundred": 10 ** 2, "thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9, "trillion": 10 ** 12}
 _SCALE_WORD = re.compile(
-    r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d{1,30})(\.\d{1,30})?(\s*(?:\\\$|\$)?)(?:\s|\\[,;: !]|~)*"
+    r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d{1,30})(\.\d{1,30})?((?:\s*(?:\\\$|\$))?)(?:\s|\\[,;: !]|~){0,20}"
     r"(?:\\(?:text|mbox|textrm|mathrm|textnormal)\s*\{[\s~]*(?P<inner>hundred|thousand|million|billion|trillion)s?\b\s*(?P<close>\})?"
     r"|(?P<bare>hundred|thousand|million|billion|trillion)s?\b)", re.IGNORECASE)
 _E_NOTATION = re.compile(r"(?<![\w.\\])(\d{1,30})(\.\d{1,30})?[eE]([-+]?\d{1,6})(?![\w.])")
