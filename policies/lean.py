@@ -17,6 +17,10 @@ The numbers are those of the transformers forward pass: the tests compare tokens
 with ``model(...)`` and with `token_logprobs`.
 
 `supports(model)` says whether a model qualifies; others use the generic path.
+
+Sampling only: no gradients flow here, so activation checkpointing has nothing to do, and a step's
+logits are [rows, vocabulary] (rows bounded by ``policy.max_batch_size`` and ``max_batch_tokens``),
+never [rows, tokens, vocabulary]. Training recomputes the logprobs with `hf.token_logprobs` (chunked).
 """
 
 from __future__ import annotations

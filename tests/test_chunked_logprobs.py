@@ -154,3 +154,21 @@ def test_bfloat16_close_to_float32():
     assert got.dtype == torch.float32
     assert (got * m - full_half * m).abs().max() < 1e-2  # same bf16 products, float32 reductions
     assert (got * m - ref * m).abs().max() < 0.1
+
+
+def test_lean_sampler_records_what_the_chunked_path_recomputes():
+    """The logprobs the lean decoder records while sampling (one [rows, vocabulary] row of logits per
+    step) are those the chunked training path recomputes, at a temperature != 1."""
+    from policies import SamplingParams, lean
+    from policies.hf import TransformersEngine
+
+    model, tok = build_model(seed=0)
+    assert lean.supports(model)
+    out = TransformersEngine(model, tok).generate(["Compute: 1 + 2", "Compute: 34 - 5"],
+                                                  SamplingParams(n=3, temperature=0.7, max_new_tokens=20, seed=3))
+    flat = [r for o in out for r in o]
+    batch = collate([r.prompt_ids for r in flat], [r.completion_ids for r in flat], tok.pad_token_id)
+    with torch.no_grad():
+        lp = token_logprobs(model, batch, 0.7, chunk_size=5)
+    for i, r in enumerate(flat):
+        assert torch.allclose(lp[i, :len(r.logprobs)], torch.tensor(r.logprobs), atol=1e-4)
