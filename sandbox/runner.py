@@ -259,6 +259,8 @@ def _candidate(program, setup, r, w):
             return o
         if tag in _SEQ:
             return _SEQ[tag](arg(x, memo) for x in t[1])
+        if tag == "range":
+            return range(*t[1])
         if tag == "dict":
             return {arg(k, memo): arg(x, memo) for k, x in t[1]}
         return _from_json(t)
@@ -467,14 +469,16 @@ class _Link:
             return [t.__name__, [self._arg(x, memo) for x in v]]
         if t is dict:
             return ["dict", [[self._arg(k, memo), self._arg(x, memo)] for k, x in v.items()]]
+        if t is range:
+            return ["range", [v.start, v.stop, v.step]]
         if getattr(t, "__module__", None) == "__main__" and self.ns.get(t.__name__) is t and hasattr(v, "__dict__"):
             # an instance of a class the trusted setup defines (MBPP's test_setup_code: trees, linked lists)
             if id(v) in memo:
                 return ["same", memo[id(v)][0]]
             memo[id(v)] = (len(memo), v)
             return ["obj", t.__name__, memo[id(v)][0], [[k, self._arg(x, memo)] for k, x in vars(v).items()]]
-        raise TypeError("the test passes a value of type %s to the program: only plain values, what the program "
-                        "returned, and instances of classes the tests' setup defines can be sent" % _type_name(v))
+        raise TypeError("the test passes a value of type %s to the program: only plain values, ranges, what the "
+                        "program returned, and instances of classes the tests' setup defines can be sent" % _type_name(v))
 
     def call(self, ref, args, kwargs):
         memo = {}
@@ -578,7 +582,9 @@ def _judge(job, report_fd):
                 if entry not in got:
                     raise NameError("the program defines no %s" % entry)
                 value = got[entry](*t["input"])
-                out = {"test": i, "status": "returned", "value": _to_json(value)}
+                shown = ["!unsupported", "a value of type " + object.__getattribute__(value, "_rlvr_type")] \
+                    if type(value) is _Remote else _to_json(value)
+                out = {"test": i, "status": "returned", "value": shown}
         except AssertionError as e:
             out = {"test": i, "status": "failed", "error": ("AssertionError: " + str(e))[:300]}
         except MemoryError:

@@ -151,6 +151,15 @@ def test_the_judge_cannot_be_reached_from_the_program(sb):
     assert sb._all and all(w.info.get("dumpable") is False for w in sb._all)
 
 
+def test_what_the_tests_may_send_and_what_they_are_told(sb):
+    prog = "def total(xs):\n    return sum(xs)\ndef obj(x):\n    return object()\n"
+    r = sb.run(Job(prog, ("assert total(range(1, 5)) == 10", "assert total(v for v in [1]) == 1")))
+    assert [t.status for t in r.tests] == ["passed", "error"], r  # a generator is not sent: the test says so
+    assert "builtins.generator" in r.tests[1].error and "can be sent" in r.tests[1].error, r.tests[1].error
+    r = sb.run(Job(prog, ({"input": [1], "output": 1},), style="call", entry_point="obj"))
+    assert r.tests[0].status == "failed" and "builtins.object" in r.tests[0].error, r
+
+
 def test_exceptions_keep_their_type_and_exits_inside_a_call_fail(sb):
     prog = "def f(x):\n    if x < 0:\n        raise KeyError('neg')\n    return x\n"
     assert sb.run(Job(prog, ("try:\n    f(-1)\n    assert False\nexcept KeyError:\n    pass",))).passed
