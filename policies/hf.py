@@ -215,7 +215,7 @@ def _chunk_stats(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     z = F.linear(h, weight, bias)  # the product in the model's dtype, the reductions in float32 (or float64)
     z = z.to(torch.promote_types(z.dtype, torch.float32))
     if temperature != 1.0:
-        z = z / temperature
+        z.div_(temperature)  # z is this call's own tensor
     return z, torch.logsumexp(z, -1), z.gather(-1, targets[:, None]).squeeze(-1)
 
 
@@ -280,8 +280,10 @@ class ChunkedLogprobs(torch.autograd.Function):
             g = g.to(h.dtype)
             if need_h:
                 grad_h[sl] = g @ weight
-            if need_w:
-                grad_w.add_(g.t() @ hc)
+            if need_w and g.dtype == grad_w.dtype:
+                grad_w.addmm_(g.t(), hc)  # no [V, H] temporary
+            elif need_w:
+                grad_w.add_(g.t() @ hc)  # bfloat16 products, accumulated in float32
             if grad_b is not None:
                 grad_b.add_(g.sum(0))
         return (grad_h, grad_w.to(weight.dtype) if grad_w is not None else None,
