@@ -135,3 +135,23 @@ def test_gradient_checkpointing_key_same_update(tmp_path, monkeypatch, algo):
         assert torch.allclose(a, b, atol=1e-5)
     start = AutoModelForCausalLM.from_pretrained(SHIPPED["tiny-sft"])
     assert any(not torch.equal(a, b) for a, b in zip(runs["true"].parameters(), start.parameters()))  # it trained
+
+
+def test_update_memory_benchmark_runs_and_ends_with_grpos_json_line():
+    """bench/update_memory.py at a toy size: the old path is skipped when its estimate is over the limit
+    (with the reason), the new path runs GRPO's update in a process of its own, the last line is the JSON."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, os.path.join(root, "bench", "update_memory.py"), "--model", "tiny", "--algo", "grpo",
+                        "--rows", "4,8", "--tokens", "8", "--prompt", "8", "--limit-gb", "1e-6"],
+                       capture_output=True, text=True, timeout=600, cwd=root)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.strip().splitlines()
+    assert sum("old" in ln and "skipped: estimated" in ln for ln in lines) == 2
+    last = json.loads(lines[-1])
+    assert last["rows"] == [4, 8] and last["tokens"] == 8 and len(last["seconds"]) == 2
+    assert all(0.1 < g < 8 for g in last["peak_gb"])
