@@ -114,13 +114,13 @@ class NCCLSync:
         self._engines: list[Any] = []
 
     def push(self, model: Any, version: int, replicas: Sequence[int]) -> str:
-        import requests
-        from vllm.distributed.weight_transfer.base import ModuleSource
-
         if lora.enabled(model):
             raise PolicyError("policy.weight_sync=nccl sends the module's own parameters, and a LoRA model's are "
                               "split into base and adapter; use policy.weight_sync=filesystem (merged weights) "
                               "with lora.r > 0")
+        import requests
+        from vllm.distributed.weight_transfer.base import ModuleSource
+
         if not self._engines:  # once: one NCCL group per replica (trainer rank 0 + that replica's workers)
             for i in replicas:
                 info = self._info_cls(master_address=self.master_address, master_port=self.master_port + i,

@@ -193,11 +193,42 @@ def test_the_weight_sync_sends_merged_weights_that_our_server_loads(tmp_path):
     b = server.engine.generate(["What is 5 + 9?"], params)[0]
     assert [r.completion_ids for r in a] == [r.completion_ids for r in b]
     torch.testing.assert_close(torch.tensor(b[0].logprobs), torch.tensor(a[0].logprobs), rtol=0, atol=1e-4)
-    # vLLM's loader gets the same merged tensors, under the plain model's parameter names
+    # vLLM's loader gets the same merged tensors, under the plain model's parameter names, and starts from them
     merged = lora.merged_parameters(model)
     assert [n for n, _ in merged] == [n for n, _ in plain.named_parameters()]
     for (_, t), (_, p) in zip(merged, plain.named_parameters()):
         assert torch.equal(t, p)
+    from transformers import AutoModelForCausalLM
+
+    from policies.vllm_engine import model_source
+
+    src, tmp = model_source(PolicyConfig(model="tiny-sft"), model, tok)
+    assert tmp is not None and src != SHIPPED["tiny-sft"]  # not the base's own folder: a merged copy
+    for (n, t), (_, p) in zip(AutoModelForCausalLM.from_pretrained(src).named_parameters(), plain.named_parameters()):
+        assert torch.equal(t, p), n
+    tmp.cleanup()
+    # vLLM's NCCL transfer would send the split LoRA parameters: refused, with the fix
+    from policies.weight_sync import NCCLSync
+
+    with pytest.raises(PolicyError, match="use policy.weight_sync=filesystem"):
+        NCCLSync.__new__(NCCLSync).push(model, 1, [0])
+
+
+def test_activation_checkpointing_gives_the_adapters_the_same_gradients():
+    from policies.hf import enable_activation_checkpointing
+
+    grads = []
+    for checkpointing in (False, True):
+        model, tok = adapted(seed=8)
+        if checkpointing:
+            enable_activation_checkpointing(model)
+        model.train()
+        batch = fixed_batch(tok)
+        (token_logprobs(model, batch) * batch.completion_mask).sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and all(".lora_" in n for n in grads[0])
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-6, msg=n)
 
 
 # ---------------------------------------------------------------------- checkpoints, export, resume
