@@ -24,7 +24,10 @@ The variant implemented (defaults in brackets):
 * with beta=0 and one minibatch, rows with zero advantage (all-equal groups) and fully masked
   rows are left out of the forward/backward pass, with the loss normaliser of the whole batch:
   the same loss and gradients for less compute (entropy and clip fraction are then logged
-  over the rows that were run).
+  over the rows that were run);
+* each optimizer step runs as micro-batches of at most ``micro_batch_size`` rows and
+  ``micro_batch_tokens`` tokens (algos/microbatch.py; real models: 4096 tokens), gradients
+  accumulated: the loss normaliser is the whole minibatch's, so the update is the unsplit one.
 
 Left out: PPO-style value baselines (see algos/ppo.py), entropy bonuses (entropy is logged),
 overlong reward shaping beyond a flat penalty. Many processes: ``torchrun ... -m algos.grpo``
