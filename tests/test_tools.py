@@ -172,7 +172,7 @@ def _with_tool_tokens(rollouts):
 def test_rejection_sampling_and_iterative_dpo_take_no_loss_at_tool_tokens(algo, tmp_path, monkeypatch):
     import importlib
 
-    from algos import preference
+    from algos import microbatch, preference
 
     mod = importlib.import_module(f"algos.{algo}")
     real_sample = mod.sample_and_score
@@ -183,7 +183,8 @@ def test_rejection_sampling_and_iterative_dpo_take_no_loss_at_tool_tokens(algo, 
         return flat, results, tasks
 
     seen = []
-    real_collate = preference.collate if algo == "iterative_dpo" else mod.collate
+    where = preference if algo == "iterative_dpo" else microbatch  # rejection sampling pads each micro-batch there
+    real_collate = where.collate
 
     def collate(prompts, completions, pad, loss_masks=None):
         batch = real_collate(prompts, completions, pad, loss_masks)
@@ -191,7 +192,7 @@ def test_rejection_sampling_and_iterative_dpo_take_no_loss_at_tool_tokens(algo, 
         return batch
 
     monkeypatch.setattr(mod, "sample_and_score", sample)
-    monkeypatch.setattr(preference if algo == "iterative_dpo" else mod, "collate", collate)
+    monkeypatch.setattr(where, "collate", collate)
     mod.main(["env=math", "max_new_tokens=48", "heldout_size=4", "rounds=1", "tasks_per_round=8", "samples_per_task=4",
               "batch_size=4", "temperature=1.0", f"out={tmp_path}"])
     assert seen, "no training batch"
