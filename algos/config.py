@@ -46,6 +46,11 @@ def apply_model_defaults(cls: type, cfg: Any, explicit: set[str]) -> None:
     for k, v in getattr(cls, "REAL_MODEL_DEFAULTS", {}).items():
         if k not in explicit:
             _set(cfg, k.split("."), v, k)
+    # the default token budget grows with long completions (a budget set by hand is checked instead):
+    # room for one completion of max_new_tokens and a prompt of up to 1024 tokens, in whole KiB of tokens
+    budget, longest = getattr(cfg, "micro_batch_tokens", 0), getattr(cfg, "max_new_tokens", None)
+    if budget and longest is not None and "micro_batch_tokens" not in explicit and budget < longest + 1024:
+        cfg.micro_batch_tokens = -(-(longest + 1024) // 1024) * 1024
 
 
 @functools.lru_cache(maxsize=None)

@@ -93,3 +93,14 @@ def grpo_help():
     from algos.config import help_text
 
     return help_text(grpo.GRPOConfig, "algos.grpo")
+
+
+def test_real_model_token_budget_grows_with_long_completions_unless_set():
+    from algos import grpo
+    from algos.config import parse
+
+    assert parse(grpo.GRPOConfig, ["policy.model=smollm2-135m"]).micro_batch_tokens == 4096
+    assert parse(grpo.GRPOConfig, ["policy.model=smollm2-135m", "max_new_tokens=4096"]).micro_batch_tokens == 5120
+    assert parse(grpo.GRPOConfig, ["policy.model=smollm2-135m", "max_new_tokens=4096",
+                                   "micro_batch_tokens=2048"]).micro_batch_tokens == 2048
+    assert parse(grpo.GRPOConfig, ["max_new_tokens=4096"]).micro_batch_tokens == 0  # tiny models: no split
