@@ -22,6 +22,7 @@ from algos import dist, microbatch
 from algos.heldout import heldout_eval
 from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
+from policies.hf import return_freed_memory
 from policies.lora import LoRAConfig
 from policies.base import PolicyError, ServerDown
 from verifiers.code import SandboxDown, raise_if_sandbox_down
@@ -115,6 +116,7 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     elif w.distributed and cfg.policy.device == "auto":
         cfg.policy.device = "cpu"
     torch.set_num_threads(dist.threads_per_rank())
+    return_freed_memory()  # CPU: freed activations leave the process (policies.hf)
     seed_everything(cfg.seed + 1_000_003 * w.rank)  # ranks draw different random numbers
     # SFT on a plain dataset needs no environment; preference training keeps it for evaluation
     data_only = getattr(cfg, "data", None) and getattr(cfg_cls, "data_replaces_env", False)

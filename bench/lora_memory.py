@@ -11,7 +11,10 @@ from its command-line parser (so the real-model defaults apply: ``micro_batch_to
 of the weights for full fine-tuning, the base with the adapters off for LoRA), and runs one optimizer
 step of AdamW through ``algos.preference.pair_step`` on synthetic pairs (random token ids). The peak
 is the process's: weights, the reference, gradients, AdamW's state and the activations of one
-micro-batch. The last line is one JSON object: ``{"full_gb", "lora_gb", "ratio", ...}``.
+micro-batch. Each process first fixes glibc's mmap threshold as training does
+(`policies.hf.return_freed_memory`): freed activations leave the process, so the peak is that of live
+tensors rather than of the heap left behind (issue 30). The last line is one JSON object:
+``{"full_gb", "lora_gb", "ratio", ...}``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ def one(args: argparse.Namespace) -> dict:
     from algos import config as cfglib
     from algos import dist, dpo, microbatch, preference
     from policies import PolicyConfig, load_model
-    from policies.hf import enable_activation_checkpointing, resolve_device
+    from policies.hf import enable_activation_checkpointing, resolve_device, return_freed_memory
+
+    return_freed_memory()  # as algos.common's setup does for every training process
 
     device = resolve_device(args.device)
     argv = [f"policy.model={args.model}", f"policy.dtype={args.dtype}", f"policy.device={args.device}", "data=synthetic",

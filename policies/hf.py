@@ -501,6 +501,36 @@ class TransformersEngine:
         return out
 
 
+# glibc's malloc serves a request of at least this many bytes by mmap, so freeing it gives the memory
+# back to the system at once (see `return_freed_memory`)
+MMAP_THRESHOLD = 1 << 20
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def return_freed_memory(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Fix glibc malloc's mmap threshold at ``threshold`` bytes for this process, so that the CPU
+    tensors a training step frees go back to the system instead of staying in the heap.
+
+    By default glibc raises the threshold to the size of each mmap'd block freed (up to 32 MiB): after
+    the first activations of a step are freed, tensors of up to 32 MiB come from the heap, whose free
+    space is returned only from its top, and a step's small live tensors (a LoRA layer's rank-r
+    products, the checkpointed layers' inputs) pin it there. Measured (issue 30, SmolLM2-135M, one
+    checkpointed forward of 8 x 320 tokens): resident memory +1.22 GB full fine-tuning, +2.35 GB LoRA,
+    with the live tensors of both about the same; with the threshold fixed +0.70 GB each. Setting it
+    also turns glibc's dynamic adjustment off. Does nothing (returns False) without glibc or when
+    ``MALLOC_MMAP_THRESHOLD_`` is set in the environment (the user's choice stands)."""
+    import ctypes
+    import os
+    import platform
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
 def enable_activation_checkpointing(model: Any) -> None:
     """Keep only each decoder layer's input in the forward pass and recompute the layer in the
     backward (transformers' activation checkpointing, non-reentrant ``torch.utils.checkpoint``).
