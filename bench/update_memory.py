@@ -109,6 +109,9 @@ def one(args: argparse.Namespace) -> dict:
     from policies.hf import enable_activation_checkpointing, resolve_device
 
     torch.set_num_threads(os.cpu_count() or 1)
+    from policies.hf import return_freed_memory
+
+    return_freed_memory()  # as every training process does (algos.common): freed activations leave the process
     device = resolve_device(args.device)
     model = load(args.model, args.dtype, args.device)
     vocab, R, T = model.config.vocab_size, int(args.rows), args.tokens
