@@ -52,7 +52,9 @@ from typing import Any, Sequence
 
 from policies.base import Prompt, Rollout, SamplingParams, truncate_at_stop
 
-MIN_VLLM = (0, 10, 2)  # temperature is part of processed_logprobs from this version on
+MIN_VLLM_VERSION = "0.10.2"  # temperature is part of processed_logprobs from this version on; pyproject's
+# vllm extra states the same floor (tests/test_vllm_engine.py checks that they agree)
+MIN_VLLM = tuple(int(x) for x in MIN_VLLM_VERSION.split("."))
 MAX_PROMPTS_PER_CALL = 1 << 20
 
 
@@ -66,14 +68,14 @@ def _import_vllm() -> Any:
 
 
 def check_version(version: str) -> None:
-    """Refuse a vLLM whose processed logprobs are untempered (< 0.10.2)."""
+    """Refuse a vLLM whose processed logprobs are untempered (below MIN_VLLM_VERSION)."""
     m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version or "")
     if not m:
-        raise ImportError(f"cannot read vLLM's version {version!r}; policy.engine=vllm needs vllm>=0.10.2")
+        raise ImportError(f"cannot read vLLM's version {version!r}; policy.engine=vllm needs vllm>={MIN_VLLM_VERSION}")
     got = tuple(int(x or 0) for x in m.groups())
     if got < MIN_VLLM:
         raise ImportError(f"vLLM {version} returns untempered logprobs, which are wrong for training at temperature "
-                          f"!= 1: policy.engine=vllm needs vllm>=0.10.2 (pip install -U 'rlvr-gym[vllm]')")
+                          f"!= 1: policy.engine=vllm needs vllm>={MIN_VLLM_VERSION} (pip install -U 'rlvr-gym[vllm]')")
 
 
 def check_params(params: SamplingParams) -> None:
@@ -227,7 +229,7 @@ class VLLMEngine:
                 llm = vllm.LLM(**kwargs)
             except TypeError as e:
                 if "logprobs_mode" in str(e):
-                    raise ImportError("this vLLM has no logprobs_mode: policy.engine=vllm needs vllm>=0.10.2") from e
+                    raise ImportError(f"this vLLM has no logprobs_mode: policy.engine=vllm needs vllm>={MIN_VLLM_VERSION}") from e
                 raise
         _check_in_process(llm)
         engine = cls(llm, tokenizer, vllm=vllm)

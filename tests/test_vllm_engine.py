@@ -176,3 +176,21 @@ def test_old_vllm_is_refused_at_construction(fake_vllm):
     model, tok = build_model(seed=0)
     with pytest.raises(ImportError, match="untempered"):
         ve.VLLMEngine.from_config(PolicyConfig(model="tiny", engine="vllm"), model, tok)
+
+
+def test_one_vllm_floor():
+    """pyproject's vllm extra, the README and the version gate state the same floor (MIN_VLLM_VERSION)."""
+    import re
+    import tomllib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        extra = tomllib.load(f)["project"]["optional-dependencies"]["vllm"]
+    assert extra == [f"vllm>={ve.MIN_VLLM_VERSION}"]
+    with open(os.path.join(root, "README.md")) as f:
+        floors = set(re.findall(r"vllm>=([\d.]+\d)", f.read()))
+    assert floors <= {ve.MIN_VLLM_VERSION}, floors
+    below = ve.MIN_VLLM[:-1] + (ve.MIN_VLLM[-1] - 1,)
+    with pytest.raises(ImportError, match=re.escape(ve.MIN_VLLM_VERSION)):
+        ve.check_version(".".join(map(str, below)))
+    ve.check_version(ve.MIN_VLLM_VERSION)
