@@ -479,7 +479,7 @@ def generate(cfg: EvalConfig, env_objs: dict[str, Any], rows: list[dict[str, Any
 
 
 def sample_row(env: str, task: Any, sample: int, prompt: Any, completion: str, tokens: int, finish: str, res: Any) -> dict[str, Any]:
-    v = res.verdicts.get("correct") or next(iter(res.verdicts.values()), None)
+    v = next(iter(res.verdicts.values()), None)  # the correctness part's first (TextEnv.with_correctness)
     return {"env": env, "task_id": task.id, "sample": sample, "prompt": prompt, "completion": completion,
             "reference": task.reference if isinstance(task.reference, (str, int, float)) else str(task.reference),
             "reward": res.reward, "parts": res.parts, "status": v.status.value if v else None,

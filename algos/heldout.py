@@ -35,7 +35,7 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
         raise_if_sandbox_down(results)
         for res in results:
             total += 1
-            v = res.verdicts.get("correct")
+            v = next(iter(res.verdicts.values()), None)  # the correctness part's (TextEnv.with_correctness)
             correct += float(v is not None and v.correct)
             errors += float(v is not None and v.is_error)
             reward += res.reward

@@ -97,7 +97,7 @@ def select(rollouts: list, results: list, n_per_task: int, keep: str) -> list[in
 
 
 def _accepted(result: Any) -> bool:
-    v = result.verdicts.get("correct")
+    v = next(iter(result.verdicts.values()), None)  # the correctness part's (TextEnv.with_correctness)
     return bool(v is not None and v.correct)
 
 

@@ -18,10 +18,20 @@ def _fail(msg: str) -> None:
 
 def check_env(env: Any, n_tasks: int = 8) -> None:
     """Check seeded determinism, types, gold answers score 1, junk and empty score 0, no warnings,
-    and that train and held-out tasks are disjoint. Raises `EnvCheckError` on the first failure."""
+    and that train and held-out tasks are disjoint. Raises `EnvCheckError` on the first failure.
+    Warns (``UserWarning``) when the environment declares no correctness part (``correctness_part``
+    or a part named ``correct``): accuracy is then read from its rubric's first part."""
     base = getattr(env, "unwrapped", env)
     if not isinstance(base, TextEnv):
         _fail(f"{type(base).__name__} is not a TextEnv")
+    try:
+        part, declared = base.correctness()
+    except ValueError as e:  # EnvError: a declared part the rubric lacks
+        _fail(str(e))
+    if not declared:
+        warnings.warn(f"{type(base).__name__} declares no correctness part: held-out accuracy and pass@k read its "
+                      f"rubric's first part {part!r}; set correctness_part = {part!r} on the class (or the part "
+                      f"that says right or wrong)", UserWarning, stacklevel=2)
     import gc
 
     gc.collect()  # other objects' garbage (an unclosed socket's ResourceWarning) is not this environment's warning

@@ -17,6 +17,7 @@ from typing import Any, Literal, Sequence, Union
 
 import gymnasium
 from verifiers.rewards import RewardResult, Rubric
+from verifiers.verdict import Status, Verdict
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]
@@ -126,6 +127,11 @@ class TextEnv(gymnasium.Env):
     """
 
     metadata = {"render_modes": ["ansi"]}
+    correctness_part: str | None = None
+    """The reward part that says whether a completion is right: held-out accuracy, pass@k, the
+    ``verdict/*`` shares and rejection sampling read it. None: the part named ``correct``, else the
+    rubric's first part (`envs.check_env` warns then). A verifier part is right when its verdict is
+    ``correct``; a reward-function part when it returns full marks (>= 1)."""
 
     def __init__(self, source: TaskSource, rubric: Rubric, *, split: str = "train",
                  prompt_format: Literal["chat", "text"] = "chat", system_prompt: str | None = None,
@@ -212,13 +218,41 @@ class TextEnv(gymnasium.Env):
 
     def score_batch(self, completions: Sequence[str], tasks: Sequence[Task]) -> list[RewardResult]:
         """Score many completions at once (sympy checks run in parallel worker processes; with
-        ``use_scorer``, wherever that scorer sends them, e.g. Ray actors)."""
+        ``use_scorer``, wherever that scorer sends them, e.g. Ray actors). The correctness part's
+        verdict comes first in each result's ``verdicts`` (`correctness`), so ``result.status``
+        is that part's status."""
         if len(completions) != len(tasks):
             raise EnvError(f"got {len(completions)} completions for {len(tasks)} tasks")
         if getattr(self, "_scorer", None) is not None:
             return self._scorer(list(completions), list(tasks))
-        return self.rubric.score(list(completions), [t.reference for t in tasks],
-                                 prompts=[t.prompt for t in tasks], answer=[t.reference for t in tasks])
+        results = self.rubric.score(list(completions), [t.reference for t in tasks],
+                                    prompts=[t.prompt for t in tasks], answer=[t.reference for t in tasks])
+        return [self.with_correctness(r) for r in results]
+
+    def correctness(self) -> tuple[str, bool]:
+        """(the name of the part that says right or wrong, whether the environment declared it): the
+        declared ``correctness_part``, else the part named ``correct``, else the rubric's first part."""
+        names = [p.name for p in self.rubric.parts]
+        if self.correctness_part is not None:
+            if self.correctness_part not in names:
+                raise EnvError(f"{type(self).__name__}.correctness_part={self.correctness_part!r} is not a reward part "
+                               f"of its rubric {names}; set it to one of them")
+            return self.correctness_part, True
+        if "correct" in names:
+            return "correct", True
+        if not names:
+            raise EnvError(f"{type(self).__name__}'s rubric has no parts; add one with add_verifier or add_function")
+        return names[0], False
+
+    def with_correctness(self, result: RewardResult) -> RewardResult:
+        """``result`` with the correctness part's verdict first in ``verdicts``; a reward function's part
+        gets one made from its score (correct at full marks, >= 1, else wrong)."""
+        name, _ = self.correctness()
+        v = result.verdicts.get(name)
+        if v is None:
+            score = result.parts[name]
+            v = Verdict(Status.CORRECT if score >= 1.0 else Status.WRONG, score, details={"reward_function": name})
+        return RewardResult(result.reward, result.parts, {name: v, **{k: x for k, x in result.verdicts.items() if k != name}})
 
     def use_scorer(self, scorer: Any) -> None:
         """Score batches with ``scorer(completions, tasks)`` instead of in this process (``None``: back to local).

@@ -272,6 +272,109 @@ def test_readme_custom_env_example(tmp_path, monkeypatch):
     assert [r.parts["correct"] for r in res] == [1.0, 0.0]
 
 
+def _readme_env_code() -> str:
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    part = readme[readme.index("**Your own environment.**"):]
+    return part[part.index("```python\n") + len("```python\n"):part.index("\n```", part.index("```python\n"))]
+
+
+class _AnswerEngine:
+    """Answers each prompt with a completion ``answer(prompt)`` (no model)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def generate(self, prompts, params):
+        from policies import Rollout
+
+        return [[Rollout(p, self.answer(p), (1,), (1, 2), None, "stop") for _ in range(params.n)] for p in prompts]
+
+
+def test_readme_env_accuracy_comes_from_its_reward_function(tmp_path, monkeypatch):
+    """Issue 27: a reward-function part named as the correctness part is what held-out accuracy,
+    pass@1 and the verdict shares read (before: 0% whatever the model did)."""
+    from algos.heldout import heldout_eval
+
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my_pkg" / "__init__.py").write_text("")
+    (tmp_path / "my_pkg" / "reverse.py").write_text(_readme_env_code())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = envs.make("my_pkg.reverse:ReverseEnv")
+    base = env.unwrapped
+    assert base.prompt_of(base.tasks(1)[0])[0] == {"role": "system", "content": envs.FORMAT_INSTRUCTION}
+    word = lambda p: p[-1]["content"].split()[-1].rstrip(".")  # "Reverse the letters of WORD."
+    right = _AnswerEngine(lambda p: f"<think>x</think><answer>{word(p)[::-1]}</answer>")
+    assert heldout_eval(right, env, 6, 16)["accuracy"] == 1.0
+    half = iter(range(10**6))
+    mixed = _AnswerEngine(lambda p: f"<think>x</think><answer>{word(p)[::-1] if next(half) % 2 else 'no'}</answer>")
+    ev = heldout_eval(mixed, env, 6, 16)
+    assert ev["accuracy"] == 0.5
+    res = base.score_batch(["<answer>no</answer>"], base.tasks(1))[0]
+    assert res.status.value == "wrong" and list(res.verdicts)[0] == "correct"
+
+
+def test_readme_env_trains_and_reports_its_accuracy(tmp_path):
+    """The README's example as printed, trained by the printed command: the run reports held-out
+    accuracy, and the training accuracy is the reward function's share of full marks."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my_pkg" / "__init__.py").write_text("")
+    (tmp_path / "my_pkg" / "reverse.py").write_text(_readme_env_code())
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "algos.grpo", "env=my_pkg.reverse:ReverseEnv", "steps=2", "prompts_per_step=4",
+                        "group_size=4", "heldout_size=8", "max_new_tokens=24", f"out={out}"], cwd=root, capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{root}"}, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    summary = json.load(open(out / "summary.json"))
+    assert 0.0 <= summary["heldout_accuracy_before"] <= 1.0 and 0.0 <= summary["heldout_accuracy_after"] <= 1.0
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    train = [r for r in rows if "train/accuracy" in r]
+    assert train and all(r["train/accuracy"] == r["verdict/correct"] for r in train)
+    # a 0/1 reward function: its mean is the share at full marks
+    assert all(abs(r["train/accuracy"] - r["reward/correct"]) < 1e-9 for r in train)
+
+
+def test_check_env_warns_without_a_correctness_part():
+    from envs.core import TaskSource, TextEnv
+    from verifiers import FormatVerifier, Rubric
+
+    class Src(TaskSource):
+        name = "w"
+
+        def task(self, index, split="train"):
+            word = f"{split}{index}"
+            return envs.Task(f"{split}/{index}", f"say {word}", word, metadata={"source": "w"})
+
+    def said(prompts, completions, answer, **kw):
+        return [float(f"<answer>{a}</answer>" in c) for c, a in zip(completions, answer)]
+
+    class Undeclared(TextEnv):
+        def __init__(self, **kw):
+            super().__init__(Src(), Rubric().add_function("said", said).add_verifier("format", FormatVerifier(), 0.0), **kw)
+
+    with pytest.warns(UserWarning, match=r"declares no correctness part.*correctness_part = 'said'"):
+        envs.check_env(Undeclared())
+
+    class Declared(Undeclared):
+        correctness_part = "said"
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        envs.check_env(Declared())
+
+    class Wrong(Undeclared):
+        correctness_part = "correct"
+
+    with pytest.raises(envs.EnvCheckError, match=r"correctness_part='correct' is not a reward part"):
+        envs.check_env(Wrong())
+
+
 def test_no_hub_is_one_clear_error_naming_env_path(monkeypatch):
     import datasets
 
