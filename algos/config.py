@@ -8,7 +8,9 @@
   ``env.KEY=VALUE`` passes its options (checked against the environment's signature);
 * ``--help`` lists every key with its type, default and doc.
 
-An unknown key or a bad value raises `ConfigError` naming the key and the nearest valid one.
+An unknown key or a bad value raises `ConfigError` naming the key and the nearest valid one. A
+config class may keep an old key name in ``KEY_ALIASES`` (old -> new): it is read as the new key with
+a one-line warning, on the command line, in a config file and in a resumed run's config.yaml.
 """
 
 from __future__ import annotations
@@ -280,3 +282,10 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
         else:
             setattr(cfg, f.name, d[f.name])
     return cfg
+    aliases = getattr(cls, "KEY_ALIASES", {})  # old name -> key: still read, with a one-line warning
+    for i, (k, v, origin) in enumerate(items):
+        if k in aliases:
+            print(f"warning: {k}= (from {origin}) is the old name of {aliases[k]}=; read as {aliases[k]}={v}",
+                  file=sys.stderr)
+            items[i] = (aliases[k], v, origin)
+    d = {getattr(cls, "KEY_ALIASES", {}).get(k, k): v for k, v in d.items()}  # a run saved under an old key name

@@ -48,6 +48,7 @@ class DPOConfig(RunConfig):
                                               "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
                                               "gradient_checkpointing": True}
     data: str | None = None
+    KEY_ALIASES: ClassVar[dict] = {"max_steps": "steps"}  # the old name (every other module says steps)
     """preference dataset: hub name or local JSON/JSONL/Parquet (build one with python -m algos.preference)"""
     loss: Literal["dpo", "orpo", "simpo", "kto"] = "dpo"
     """preference loss"""
@@ -67,8 +68,8 @@ class DPOConfig(RunConfig):
     """passes over the dataset"""
     shuffle: bool = True
     """visit the data in a new seeded order each epoch (false: file order)"""
-    max_steps: int = 0
-    """stop after this many optimizer steps (0: epochs decide)"""
+    steps: int = 0
+    """stop after this many optimizer steps (0: epochs decide; max_steps= is read as steps=, with a warning)"""
     save_every: int = 25
     """checkpoint every N steps (and at the end): a crashed run resumes from the last one"""
     batch_size: int = 32
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ref = load_model(cfg.policy)[0].eval().requires_grad_(False)
     opt = adamw(s, model, cfg.lr, cfg.weight_decay, cfg.adam_beta2)
     per_epoch = math.ceil(len(rows) / cfg.batch_size)
-    total = cfg.max_steps or per_epoch * cfg.epochs
+    total = cfg.steps or per_epoch * cfg.epochs
     acc_before = heldout_before(s)
     print(f"{len(rows)} {'examples' if cfg.loss == 'kto' else 'pairs'} from {cfg.data}; {total} steps", file=sys.stderr)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)

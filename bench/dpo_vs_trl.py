@@ -85,7 +85,7 @@ def main() -> None:
         if built["rows"] < args.batch * args.steps:
             print(f"note: {built['rows']} pairs for {args.steps} steps of {args.batch}: the data repeats", file=sys.stderr)
         out = os.path.join(d, "run")
-        dpo.main([f"data={path}", "loss=dpo", "beta=0.1", f"batch_size={args.batch}", f"max_steps={args.steps}",
+        dpo.main([f"data={path}", "loss=dpo", "beta=0.1", f"batch_size={args.batch}", f"steps={args.steps}",
                   "epochs=100", "shuffle=false", f"lr={args.lr}", "warmup_steps=0", "adam_beta2=0.99",
                   "weight_decay=0", "grad_clip=1.0", "env=", f"out={out}", "save_every=0"])
         rows = [json.loads(x) for x in open(os.path.join(out, "metrics.jsonl"))]

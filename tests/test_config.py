@@ -104,3 +104,21 @@ def test_real_model_token_budget_grows_with_long_completions_unless_set():
     assert parse(grpo.GRPOConfig, ["policy.model=smollm2-135m", "max_new_tokens=4096",
                                    "micro_batch_tokens=2048"]).micro_batch_tokens == 2048
     assert parse(grpo.GRPOConfig, ["max_new_tokens=4096"]).micro_batch_tokens == 0  # tiny models: no split
+
+
+def test_dpo_takes_steps_and_reads_max_steps_as_its_alias(tmp_path, capsys):
+    """DPO's step key is steps=, as in every module; the old max_steps= still works (command line,
+    config file, a resumed run's config.yaml) with one warning line."""
+    from algos.config import from_dict, parse
+    from algos.dpo import DPOConfig
+
+    assert parse(DPOConfig, ["steps=7"]).steps == 7
+    assert capsys.readouterr().err == ""
+    assert parse(DPOConfig, ["max_steps=3"]).steps == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "max_steps" in err[0] and "steps=3" in err[0]
+    (tmp_path / "c.yaml").write_text("max_steps: 4\n")
+    assert parse(DPOConfig, [f"config={tmp_path / 'c.yaml'}"]).steps == 4
+    assert "config file" in capsys.readouterr().err
+    assert from_dict(DPOConfig, {"max_steps": 5}).steps == 5
+    assert not hasattr(DPOConfig(), "max_steps")

@@ -391,8 +391,8 @@ def test_every_algorithm_trains_the_adapters_alone(tmp_path, case, prefs):
                                                                       "samples_per_task=4", "batch_size=4", f"out={out}"]),
         "sft": lambda: sft.main(["env=math", "policy.model=tiny-sft", "steps=2", "batch_size=8", "lr=1e-2",
                                  "heldout_size=8", "max_new_tokens=48", "lora.r=4", f"out={out}"]),
-        "dpo": lambda: dpo.main(OFFLINE + [f"data={prefs}", "loss=dpo", "batch_size=4", "max_steps=2", f"out={out}"]),
-        "kto": lambda: dpo.main(OFFLINE + [f"data={prefs}", "loss=kto", "batch_size=4", "max_steps=2", f"out={out}"]),
+        "dpo": lambda: dpo.main(OFFLINE + [f"data={prefs}", "loss=dpo", "batch_size=4", "steps=2", f"out={out}"]),
+        "kto": lambda: dpo.main(OFFLINE + [f"data={prefs}", "loss=kto", "batch_size=4", "steps=2", f"out={out}"]),
         "iterative_dpo": lambda: iterative_dpo.main(FAST + ["rounds=2", "tasks_per_round=8", "samples_per_task=4",
                                                             "batch_size=4", "ref_refresh_every=1", f"out={out}"]),
     }

@@ -197,3 +197,12 @@ def test_cli_precision_default_is_exact(tmp_path):
     p = subprocess.run([sys.executable, "-m", "verifiers", "math", "--precision", "6"], input=inp, capture_output=True,
                        text=True, timeout=120)
     assert [json.loads(x)["status"] for x in p.stdout.splitlines()] == ["correct", "correct"]
+
+
+def test_currency_sign_then_minus_is_a_negative_amount():
+    """'$-10' is minus ten dollars, as '-$10' is (GSM8K golds can be negative; bench/verify_math.py's '$1,234' style)."""
+    v = MathVerifier()
+    cases = [("The answer is $-10.", "-10", "correct"), ("The answer is -$10.", "-10", "correct"),
+             ("The answer is $ -1,250.", "-1250", "correct"), ("The answer is $-10.", "10", "wrong")]
+    got = [v.verify_batch([p], [g])[0].status.value for p, g, _ in cases]
+    assert got == [want for _, _, want in cases]

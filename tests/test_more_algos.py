@@ -170,7 +170,7 @@ def prefs(tmp_path_factory):
 @pytest.mark.parametrize("loss", ["dpo", "orpo", "simpo", "kto"])
 def test_dpo_losses_smoke(tmp_path, prefs, loss):
     out = tmp_path / loss
-    s = dpo.main(FAST + [f"data={prefs}", f"loss={loss}", "batch_size=4", "max_steps=3", f"out={out}"])
+    s = dpo.main(FAST + [f"data={prefs}", f"loss={loss}", "batch_size=4", "steps=3", f"out={out}"])
     rows = _check_run(out, s, f"loss/{loss}")
     assert len(rows) == 3 and s["steps"] == 3
 
@@ -178,7 +178,7 @@ def test_dpo_losses_smoke(tmp_path, prefs, loss):
 def test_dpo_first_step_loss_is_log2(tmp_path, prefs):
     """At step 0 the policy equals the reference, so every pair's DPO loss is -log sigmoid(0) = log 2."""
     out = tmp_path / "d"
-    dpo.main(FAST + [f"data={prefs}", "loss=dpo", "batch_size=4", "max_steps=1", f"out={out}"])
+    dpo.main(FAST + [f"data={prefs}", "loss=dpo", "batch_size=4", "steps=1", f"out={out}"])
     first = [r for r in _rows(out) if "loss/dpo" in r][0]
     assert abs(first["loss/dpo"] - math.log(2)) < 1e-5
 

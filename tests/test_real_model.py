@@ -94,7 +94,7 @@ def test_one_update_of_each_algorithm_changes_the_weights(tmp_path, smol, algo):
                                                     "batch_size=2", "temperature=1.0"]),
         "iterative_dpo": (iterative_dpo, ["rounds=1", "tasks_per_round=4", "samples_per_task=2", "batch_size=2",
                                           "temperature=1.0"]),
-        "dpo": (dpo, [f"data={_pairs(tmp_path)}", "batch_size=2", "max_steps=1"]),
+        "dpo": (dpo, [f"data={_pairs(tmp_path)}", "batch_size=2", "steps=1"]),
     }[algo]
     module, extra = args
     s = module.main(COMMON + extra + [f"out={out}"])

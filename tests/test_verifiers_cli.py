@@ -45,3 +45,30 @@ def test_cli_errors():
     assert p.returncode == 2 and "timeout" in p.stderr
     p = run(["maths"], "")
     assert p.returncode == 2 and "invalid choice" in p.stderr
+
+
+def test_every_subcommand_documents_its_fields():
+    """--help of each subcommand names its input fields, its output fields and its exit status; the
+    README's verifiers section names the same fields and options."""
+    import os
+    import re
+
+    wanted = {"math": ["completion", "answer", "--workers", "--timeout", "--precision"],
+              "format": ["completion", "--mode", "strict"],
+              "code": ["completion", "entry_point", "test_list", "test_setup_code", "inputs", "outputs", "stdio",
+                       "--backend", "--partial", "--daemon-wait"]}
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    section = readme[readme.index("## Verifiers"):readme.index("## Benchmarks")]
+    for kind, names in wanted.items():
+        p = run([kind, "--help"], "")
+        assert p.returncode == 0, p.stderr
+        text = re.sub(r"\s+", " ", p.stdout)
+        for name in names + ["status", "score", "extracted", "details", "exit status"]:
+            assert name in text, (kind, name)
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{kind}` |"))
+        for name in names:
+            assert name in row, (kind, name)
+    for name in ("`status`", "`score`", "`extracted`", "`details`"):
+        assert name in section
+    p = run(["--help"], "")
+    assert "audit" in p.stdout

@@ -23,6 +23,40 @@ from typing import Any, Iterator, TextIO
 
 CHUNK = 512  # lines verified together (in parallel), then written
 
+# What each subcommand reads and writes: shown by ``--help`` (the README's table says the same).
+OUTPUT_FIELDS = """output: each input line comes back, in order, with its fields kept and these added:
+  status     correct | wrong | no_answer | timeout | error (error: the line or the checker is broken, never a score)
+  score      1.0 or 0.0 (code --partial: the share of tests passed)
+  extracted  what was read from the completion ({what}), or null
+  details    the checker's notes; details.error names the line number when a line is malformed
+             (a line that is not a JSON object comes back as {{"line": N, "status": "error", ...}})
+a summary of the statuses goes to standard error"""
+INPUT_FIELDS = {
+    "math": """input: JSON lines, one object each:
+  completion  the model's text (string); its final answer is read after the last </think>: the last
+              \\boxed{...}, "#### N" or "the answer is ..." (inside <answer>...</answer> when present)
+  answer      the reference answer (string or number), compared up to mathematical equivalence""",
+    "format": """input: JSON lines, one object each:
+  completion  the model's text (string): <think>...</think> then <answer>...</answer>""",
+    "code": """input: JSON lines, one object each: completion (the model's text; its last fenced code block, else
+the whole text, is the program) and the problem's tests in one of these forms:
+  prompt, test, entry_point          HumanEval: check(entry_point) runs the test (a body-only completion
+                                     gets the prompt's signature)
+  test_list [, test_setup_code]      MBPP: a list of assert statements
+  entry_point, inputs, outputs       call-based: entry_point(*inputs[i]) must equal outputs[i]
+  stdio                              [{"input": str, "output": str}, ...]: stdin to stdout""",
+}
+EXTRACTED = {"math": "the final answer", "format": "the answer tag's text", "code": "the program"}
+EXIT_CODES = {"math": "exit status: 0 (malformed lines are reported per line, not by the exit status)",
+              "format": "exit status: 0 (malformed lines are reported per line, not by the exit status)",
+              "code": "exit status: 0; 2 when the sandbox cannot start; 3 when it stayed unreachable past "
+                      "--daemon-wait (those lines have status error)"}
+
+
+def epilog(kind: str) -> str:
+    """The --help text after the options: input fields, output fields and exit status of ``kind``."""
+    return "\n\n".join([INPUT_FIELDS[kind], OUTPUT_FIELDS.format(what=EXTRACTED[kind]), EXIT_CODES[kind]])
+
 
 def _read(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     for lineno, line in enumerate(stream, 1):
@@ -80,24 +114,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m verifiers", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="kind", required=True, metavar="{math,format,code,audit}")
-    pm = sub.add_parser("math", help="final-answer equivalence; lines need 'completion' and 'answer'")
+    raw = argparse.RawDescriptionHelpFormatter
+    pm = sub.add_parser("math", help="final-answer equivalence; lines need 'completion' and 'answer'",
+                        epilog=epilog("math"), formatter_class=raw)
     pm.add_argument("file", nargs="?", default="-", help="JSON lines file, or - for standard input (default)")
     pm.add_argument("--workers", type=int, default=None, help="worker processes for sympy checks (default: CPU count)")
     pm.add_argument("--timeout", type=float, default=5.0, help="hard limit in seconds per check (default 5)")
     pm.add_argument("--precision", type=int, default=None, help="a tolerance: numbers may differ by a relative 10^-P "
                     "of the larger magnitude (default: none, numbers are compared exactly)")
-    pf = sub.add_parser("format", help="<think>...</think><answer>...</answer> structure; lines need 'completion'")
-    pf.add_argument("file", nargs="?", default="-")
-    pf.add_argument("--mode", choices=("soft", "strict"), default="soft")
+    pf = sub.add_parser("format", help="<think>...</think><answer>...</answer> structure; lines need 'completion'",
+                        epilog=epilog("format"), formatter_class=raw)
+    pf.add_argument("file", nargs="?", default="-", help="JSON lines file, or - for standard input (default)")
+    pf.add_argument("--mode", choices=("soft", "strict"), default="soft",
+                    help="strict: nothing outside the two tags; soft (default): text around them is allowed")
     pc = sub.add_parser("code", help="run programs against tests in the sandbox; lines need 'completion' and the "
-                                     "problem's fields (prompt, test, entry_point for HumanEval)")
-    pc.add_argument("file", nargs="?", default="-")
+                                     "problem's fields (prompt, test, entry_point for HumanEval)",
+                        epilog=epilog("code"), formatter_class=raw)
+    pc.add_argument("file", nargs="?", default="-", help="JSON lines file, or - for standard input (default)")
     pc.add_argument("--backend", default="docker", choices=("docker", "bwrap", "unsafe-process"),
                     help="sandbox backend (default docker; image from $RLVR_SANDBOX_IMAGE)")
     pc.add_argument("--timeout", type=float, default=10.0, help="wall-clock limit per program in seconds")
     pc.add_argument("--partial", action="store_true", help="score the fraction of tests passed")
     pc.add_argument("--daemon-wait", type=float, default=60.0, help="seconds to wait for an unreachable Docker daemon "
                     "before the lines left get status error (default 60)")
+    sub.add_parser("audit", help="the project's adversarial cases against every verifier (python -m verifiers audit "
+                                 "--help)")  # listed for --help; run by verifiers.audit.main above
     args = parser.parse_args(argv)
 
     if args.kind == "math":

@@ -227,8 +227,7 @@ def extract_answer(text: str, answer_open: str = "<answer>", answer_close: str =
 # ---------------------------------------------------------------------------- fast path
 
 _NUM_RE = re.compile(
-    r"""(?P<sign>[-+−]?)\s*
-        (?:\\\$|\$)?\s*
+    r"""(?:(?P<sign>[-+−]?)\s*(?:\\\$|\$)?\s*|(?:\\\$|\$)\s*(?P<csign>[-+−])\s*)   # -$10 or $-10
         (?:
           (?P<frac>\\[dt]?frac\{(?P<fn>\d{1,20})\}\{(?P<fd>\d{1,20})\})
         | (?P<ratio>(?P<rn>\d{1,20})\s*/\s*(?P<rd>\d{1,20}))
@@ -263,7 +262,7 @@ def fast_number(s: str) -> Fraction | None:
     if den == 0:
         return None
     value = Fraction(num) / den
-    return -value if m.group("sign") in ("-", "−") else value
+    return -value if (m.group("sign") or m.group("csign")) in ("-", "−") else value
 
 
 _LONG_INT = re.compile(r"\s*([-+]?)0*(\d+)\s*")
