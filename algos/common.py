@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import torch
 
@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 import envs
 from algos import config as cfglib
+from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range
 from algos import dist, microbatch
 from algos.heldout import heldout_eval
 from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything, set_rng_state
@@ -30,6 +31,10 @@ from verifiers.code import SandboxDown, raise_if_sandbox_down
 
 @dataclasses.dataclass
 class RunConfig:
+    # the allowed values of numeric keys (algos.config.check_ranges; any other numeric key: >= 0)
+    RANGES: ClassVar[dict] = {**POLICY_RANGES, "lora.dropout": Range(0, 1, hi_open=True), "lora.alpha": POSITIVE,
+                              "max_new_tokens": AT_LEAST_1, "heldout_size": AT_LEAST_1, "tax_tasks": AT_LEAST_1,
+                              "ray_actors": AT_LEAST_1, "dist_timeout": POSITIVE}
     env: str = "math"
     """environment: alias (math, gsm8k), Gymnasium id, or package.module:Class"""
     env_kwargs: dict = dataclasses.field(default_factory=dict)

@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import sys
 import textwrap
 import types
@@ -53,6 +54,75 @@ def apply_model_defaults(cls: type, cfg: Any, explicit: set[str]) -> None:
     budget, longest = getattr(cfg, "micro_batch_tokens", 0), getattr(cfg, "max_new_tokens", None)
     if budget and longest is not None and "micro_batch_tokens" not in explicit and budget < longest + 1024:
         cfg.micro_batch_tokens = -(-(longest + 1024) // 1024) * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric key may take. A config class declares its keys' ranges in ``RANGES``
+    (``{field name: Range}``, merged over base classes); a numeric key with none declared must be
+    >= 0. `check_ranges` checks every numeric key at start (and a resumed run's overrides)."""
+
+    lo: float = 0.0
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    why: str = ""
+    """what goes wrong outside the range, said after it"""
+
+    def __contains__(self, v: float) -> bool:
+        return (v > self.lo if self.lo_open else v >= self.lo) and (v < self.hi if self.hi_open else v <= self.hi)
+
+    def __str__(self) -> str:
+        if self.lo == -math.inf and self.hi == math.inf:
+            return "any number"
+        if self.hi == math.inf:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+AT_LEAST_1 = Range(1)
+POSITIVE = Range(0, lo_open=True)
+ANY = Range(-math.inf)
+DEFAULT_RANGE = Range(0)
+
+
+def ranges(cls: type) -> dict[str, Range]:
+    out: dict[str, Range] = {}
+    for klass in reversed(cls.__mro__):
+        out.update(klass.__dict__.get("RANGES", {}))
+    return out
+
+
+def _nested_ranges(cls: type, prefix: str = "") -> dict[str, Range]:
+    """Declared ranges of nested configs' keys, by dotted name."""
+    out: dict[str, Range] = {}
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update({f"{prefix}{f.name}.{k}": r for k, r in ranges(hints[f.name]).items()})
+            out.update(_nested_ranges(hints[f.name], f"{prefix}{f.name}."))
+    return out
+
+
+# the model's keys (policies.PolicyConfig, which imports nothing of algos): every config with a policy declares them
+POLICY_RANGES = {"policy.max_batch_size": AT_LEAST_1, "policy.max_concurrency": AT_LEAST_1,
+                 "policy.gpu_memory_utilization": Range(0, 1, lo_open=True), "policy.request_timeout": POSITIVE}
+
+
+def check_ranges(cfg: Any, prefix: str = "", outer: dict[str, Range] | None = None) -> None:
+    """Raise `ConfigError` for the first numeric key outside its declared range (``RANGES``; >= 0 where
+    none is declared), naming the key, the value and the allowed range. An outer config may declare
+    a nested one's keys by their dotted name (``"policy.max_batch_size"``)."""
+    outer = {**(outer or {}), **{prefix + k: r for k, r in ranges(type(cfg)).items()}}
+    declared = {k[len(prefix):]: r for k, r in outer.items() if k.startswith(prefix) and "." not in k[len(prefix):]}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            check_ranges(v, prefix + f.name + ".", outer)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            r = declared.get(f.name, DEFAULT_RANGE)
+            if v not in r:
+                raise ConfigError(f"{prefix}{f.name}={v!r} is out of range: it must be {r}" + (f" ({r.why})" if r.why else ""))
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,9 +272,12 @@ def help_text(cls: type, prog: str) -> str:
     keys = all_keys(cls)
     width = max(len(k) for k in keys) + 2
     real = getattr(cls, "REAL_MODEL_DEFAULTS", {})
+    bounds = {**{k: r for k, r in ranges(cls).items()}, **_nested_ranges(cls)}
     for k, (tp, default, doc) in keys.items():
+        numeric = tp in (int, float) or any(a in (int, float) for a in get_args(tp))
         lines.append(f"  {k:<{width}}{_type_name(tp)} = {default!r}" +
-                     (f"   (real models: {real[k]!r})" if k in real else ""))
+                     (f"   (real models: {real[k]!r})" if k in real else "") +
+                     (f"   ({bounds.get(k, DEFAULT_RANGE)})" if numeric else ""))
         if doc:
             lines += ["      " + line for line in textwrap.wrap(doc, 90)]
     if "env" in keys:
@@ -244,6 +317,12 @@ def parse(cls: type, argv: list[str] | None = None, prog: str | None = None) -> 
             items += [(kk, vv, f"config file {v}") for kk, vv in _flatten_yaml(data)]
         else:
             items.append((k, v, "command line"))
+    aliases = getattr(cls, "KEY_ALIASES", {})  # old name -> key: still read, with a one-line warning
+    for i, (k, v, origin) in enumerate(items):
+        if k in aliases:
+            print(f"warning: {k}= (from {origin}) is the old name of {aliases[k]}=; read as {aliases[k]}={v}",
+                  file=sys.stderr)
+            items[i] = (aliases[k], v, origin)
     for k, v, origin in items:
         if has_env and k.startswith("env.") and k not in keys:
             cfg.env_kwargs[k[4:]] = yaml.safe_load(v) if isinstance(v, str) else v
@@ -260,6 +339,7 @@ def parse(cls: type, argv: list[str] | None = None, prog: str | None = None) -> 
         tp = keys[k][0]
         _set(cfg, k.split("."), _convert(k, v, tp), k)
     apply_model_defaults(cls, cfg, {k for k, _, _ in items})
+    check_ranges(cfg)  # every numeric key in its declared range (RANGES), at start
     if hasattr(cfg, "__post_init__"):
         cfg.__post_init__()
     return cfg
@@ -273,6 +353,7 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
     """Rebuild a config saved with `to_dict` (used by resume)."""
     cfg = cls()
     hints = _hints(cls)
+    d = {getattr(cls, "KEY_ALIASES", {}).get(k, k): v for k, v in d.items()}  # a run saved under an old key name
     for f in dataclasses.fields(cls):
         if f.name not in d:
             continue
@@ -282,10 +363,3 @@ def from_dict(cls: type, d: dict[str, Any]) -> Any:
         else:
             setattr(cfg, f.name, d[f.name])
     return cfg
-    aliases = getattr(cls, "KEY_ALIASES", {})  # old name -> key: still read, with a one-line warning
-    for i, (k, v, origin) in enumerate(items):
-        if k in aliases:
-            print(f"warning: {k}= (from {origin}) is the old name of {aliases[k]}=; read as {aliases[k]}={v}",
-                  file=sys.stderr)
-            items[i] = (aliases[k], v, origin)
-    d = {getattr(cls, "KEY_ALIASES", {}).get(k, k): v for k, v in d.items()}  # a run saved under an old key name

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal
 
 from algos import config as cfglib
 from algos import dist
+from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reduce_stats, run_main, save_on_interrupt, set_lr, start, warmup)
 from algos import microbatch
@@ -47,8 +48,8 @@ class DPOConfig(RunConfig):
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "max_new_tokens": 512, "heldout_size": 200,
                                               "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
                                               "gradient_checkpointing": True}
-    data: str | None = None
     KEY_ALIASES: ClassVar[dict] = {"max_steps": "steps"}  # the old name (every other module says steps)
+    data: str | None = None
     """preference dataset: hub name or local JSON/JSONL/Parquet (build one with python -m algos.preference)"""
     loss: Literal["dpo", "orpo", "simpo", "kto"] = "dpo"
     """preference loss"""
@@ -64,6 +65,7 @@ class DPOConfig(RunConfig):
     """KTO: weight of desirable examples"""
     kto_undesirable_weight: float = 1.0
     """KTO: weight of undesirable examples"""
+    RANGES: ClassVar[dict] = {"epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE, "beta": POSITIVE, "simpo_beta": POSITIVE, "adam_beta2": Range(0, 1, hi_open=True)}  # algos.config.check_ranges
     epochs: int = 1
     """passes over the dataset"""
     shuffle: bool = True

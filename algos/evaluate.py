@@ -26,13 +26,14 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from tqdm import tqdm
 
 import envs
 from algos import config as cfglib
 from algos import episodes
+from algos.config import AT_LEAST_1, POLICY_RANGES, Range
 from algos.metrics import ks_for, majority_correct, mean_se, pass_at_k
 from policies import PolicyConfig, SamplingParams
 from verifiers.code import raise_if_sandbox_down
@@ -40,6 +41,8 @@ from verifiers.code import raise_if_sandbox_down
 
 @dataclasses.dataclass
 class EvalConfig:
+    RANGES: ClassVar[dict] = {**POLICY_RANGES, "tasks": AT_LEAST_1, "n": AT_LEAST_1, "top_p": Range(0, 1, lo_open=True),
+                              "max_new_tokens": AT_LEAST_1, "batch_size": AT_LEAST_1}  # algos.config.check_ranges
     env: str = "math"
     """environment, or several as [math,gsm8k] (aliases, Gymnasium ids or module:Class)"""
     env_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -383,6 +386,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return compare_runs(parts[0], parts[1], cfg.out or os.path.join("runs", f"compare-{time.strftime('%Y%m%d-%H%M%S')}"))
     if cfg.n < 1:
         raise cfglib.ConfigError(f"n={cfg.n} must be >= 1")
+    if cfg.n > 1 and cfg.temperature == 0 and not cfg.reverify:
+        print(f"warning: n={cfg.n} at temperature=0 repeats one greedy completion per task, so pass@{cfg.n} equals "
+              f"pass@1; set temperature= (e.g. temperature=1.0) to sample {cfg.n} different completions", file=sys.stderr)
     names = env_names(cfg.env)
     out_dir = cfg.out or os.path.join("runs", f"eval-{'+'.join(envs.canonical_name(n) for n in names)}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(out_dir, exist_ok=True)

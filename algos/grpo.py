@@ -45,7 +45,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from algos import dist, losses, microbatch
-from algos.config import ConfigError
+from algos.config import AT_LEAST_1, POSITIVE, ConfigError, Range
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, update,
                           warmup)
@@ -59,6 +59,13 @@ class GRPOConfig(RunConfig):
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-6, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200,
                                               "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
                                               "gradient_checkpointing": True}
+    RANGES: ClassVar[dict] = {"steps": AT_LEAST_1, "prompts_per_step": AT_LEAST_1,
+                              "group_size": Range(2, why="advantages are relative to the group: a group of one has advantage 0 "
+                                                        "and trains nothing"),
+                              "temperature": Range(0, lo_open=True, why="training samples; 0 is greedy: every completion of a "
+                                                                       "group alike, advantage 0"),
+                              "top_p": Range(0, 1, lo_open=True), "lr": POSITIVE, "mu": AT_LEAST_1, "minibatches": AT_LEAST_1,
+                              "eps_low": Range(0, 1), "max_off_policy_steps": Range(0, 1), "is_cap": POSITIVE}
     steps: int = 100
     """training steps (one batch of prompts each)"""
     save_every: int = 25

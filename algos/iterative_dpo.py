@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from algos import dist
+from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reduce_stats, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
                           sync_engine, warmup)
@@ -46,6 +47,7 @@ class IterativeDPOConfig(RunConfig):
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 5e-7, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512, "heldout_size": 200,
                                               "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
                                               "gradient_checkpointing": True}
+    RANGES: ClassVar[dict] = {"rounds": AT_LEAST_1, "tasks_per_round": AT_LEAST_1, "samples_per_task": Range(2, why="a pair needs two completions of a task"), "pairs_per_task": AT_LEAST_1, "temperature": Range(0, lo_open=True, why="training samples; for greedy decoding evaluate with algos.evaluate"), "beta": POSITIVE, "simpo_beta": POSITIVE, "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE}  # algos.config.check_ranges
     rounds: int = 16
     """sample-pair-train rounds"""
     save_every: int = 4

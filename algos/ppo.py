@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 
 from algos import dist, losses, microbatch
+from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, warmup)
 from policies import SamplingParams, lora
@@ -45,6 +46,7 @@ class PPOConfig(RunConfig):
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-6, "critic_lr": 1e-5, "warmup_steps": 0, "temperature": 1.0, "max_new_tokens": 512,
                                               "heldout_size": 200, "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
                                               "gradient_checkpointing": True}
+    RANGES: ClassVar[dict] = {"steps": AT_LEAST_1, "prompts_per_step": AT_LEAST_1, "samples_per_prompt": AT_LEAST_1, "temperature": Range(0, lo_open=True, why="training samples; for greedy decoding evaluate with algos.evaluate"), "lr": POSITIVE, "critic_lr": POSITIVE, "ppo_epochs": AT_LEAST_1, "minibatches": AT_LEAST_1, "eps": Range(0, 1), "gamma": Range(0, 1), "lam": Range(0, 1), "truncation_reward": ANY}  # algos.config.check_ranges
     steps: int = 60
     """PPO iterations (sample a batch, then optimise on it)"""
     save_every: int = 20

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from algos import microbatch
+from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, say, set_lr, start, sync_engine,
                           warmup)
@@ -48,6 +49,7 @@ class RejectionSamplingConfig(RunConfig):
     REAL_MODEL_DEFAULTS: ClassVar[dict] = {"lr": 1e-5, "warmup_steps": 0, "max_new_tokens": 512, "heldout_size": 200,
                                               "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
                                               "gradient_checkpointing": True}
+    RANGES: ClassVar[dict] = {"rounds": AT_LEAST_1, "tasks_per_round": AT_LEAST_1, "samples_per_task": AT_LEAST_1, "temperature": Range(0, lo_open=True, why="training samples; for greedy decoding evaluate with algos.evaluate"), "top_p": Range(0, 1, lo_open=True), "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE}  # algos.config.check_ranges
     rounds: int = 12
     """sample-filter-train rounds"""
     save_every: int = 4

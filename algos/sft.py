@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import envs
 from algos import config as cfglib
+from algos.config import AT_LEAST_1, POLICY_RANGES, POSITIVE, Range
 from algos.heldout import heldout_eval
 from algos import microbatch
 from algos.common import Progress, adamw, progress_bar, run_main, save_on_interrupt, set_lr, start, sync_engine
@@ -41,6 +42,10 @@ class SFTConfig:
                                               "micro_batch_tokens": microbatch.REAL_MODEL_TOKENS,
                                               "gradient_checkpointing": True}
     data_replaces_env: ClassVar[bool] = True  # with data=, no environment (and no held-out accuracy)
+    RANGES: ClassVar[dict] = {**POLICY_RANGES, "lora.dropout": Range(0, 1, hi_open=True), "lora.alpha": POSITIVE,
+                              "demo_slip_rate": Range(0, 1), "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE,
+                              "heldout_size": AT_LEAST_1, "max_new_tokens": AT_LEAST_1,
+                              "dist_timeout": POSITIVE}  # algos.config.check_ranges
 
     env: str = "math"
     """environment whose worked solutions are the training data (alias, Gymnasium id or module:Class)"""
