@@ -14,7 +14,7 @@ from typing import Literal, Protocol, Sequence, Union, runtime_checkable
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]
-FinishReason = Literal["eos", "stop", "length"]
+FinishReason = Literal["eos", "stop", "length", "abort"]  # abort: ended early by the server (/pause, vLLM's abort)
 
 
 @dataclasses.dataclass(frozen=True)

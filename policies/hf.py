@@ -11,7 +11,7 @@ the same layout (left-padded prompt, right-padded completion).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -367,6 +367,27 @@ class TransformersEngine:
             outs += self._generate_rows([prompts[i] for i, _ in chunk], [ids for _, ids in chunk], params, gen)
         return [outs[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
+    def generate_steps(self, prompts: Sequence[Prompt], params: SamplingParams,
+                       abort: Callable[[], bool] | None = None) -> Generator[None, None, list[list[Rollout]]]:
+        """`generate` one decode step at a time, for a server that interleaves requests: a generator that
+        yields after every forward pass and returns what `generate` returns (the same tokens and
+        logprobs). ``close()`` it to cancel (nothing more is computed). When ``abort()`` turns true the
+        rows still running end where they are with finish reason ``abort`` (vLLM's), and rows not yet
+        started end empty with ``abort``."""
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        rows = [(i, ids) for i, ids in enumerate(encoded) for _ in range(params.n)]
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(params.seed)
+        outs: list[Rollout] = []
+        for chunk in self.chunks(rows, params.max_new_tokens):
+            chunk_prompts = [prompts[i] for i, _ in chunk]
+            if abort is not None and abort():
+                outs += [Rollout(p, "", tuple(ids), (), (), "abort") for p, (_, ids) in zip(chunk_prompts, chunk)]
+                continue
+            outs += yield from self._row_steps(chunk_prompts, [ids for _, ids in chunk], params, gen, abort)
+        return [outs[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
+
     def chunks(self, rows: list[tuple[int, list[int]]], max_new_tokens: int) -> list[list[tuple[int, list[int]]]]:
         """Consecutive runs of rows, each at most ``max_batch_size`` rows and ``max_batch_tokens``
         rows x (its longest prompt + ``max_new_tokens``) tokens: what the forward passes and the KV
@@ -388,12 +409,33 @@ class TransformersEngine:
                 longest = len(row[1])
         return out
 
-    @torch.inference_mode()
     def _generate_rows(self, prompts: list[Prompt], prompt_ids: list[list[int]], params: SamplingParams,
                        gen: torch.Generator | None) -> list[Rollout]:
+        steps = self._row_steps(prompts, prompt_ids, params, gen)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    @torch.inference_mode()
+    def _row_steps(self, prompts: list[Prompt], prompt_ids: list[list[int]], params: SamplingParams,
+                   gen: torch.Generator | None, abort: Callable[[], bool] | None = None
+                   ) -> Generator[None, None, list[Rollout]]:
+        """The sampling loop over one chunk of rows, yielding after each forward pass (`_generate_rows`
+        runs it through; `generate_steps` interleaves it with other requests')."""
         model, tok, dev = self.model, self.tokenizer, self.device
         was_training = model.training
         model.eval()
+        try:
+            return (yield from self._row_loop(model, tok, dev, prompts, prompt_ids, params, gen, abort))
+        finally:
+            if was_training:
+                model.train()
+
+    def _row_loop(self, model: Any, tok: Any, dev: torch.device, prompts: list[Prompt], prompt_ids: list[list[int]],
+                  params: SamplingParams, gen: torch.Generator | None, abort: Callable[[], bool] | None
+                  ) -> Generator[None, None, list[Rollout]]:
         B = len(prompt_ids)
         P = max(len(p) for p in prompt_ids)
         # each distinct prompt is run once (n samples of a prompt share it): the lean decoder shares its KV
@@ -416,6 +458,7 @@ class TransformersEngine:
             cache_kw = _cache_kwarg(model)
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
             past, logits = _cache_of(out), out.logits[:, -1, :]
+        yield
         expand = torch.tensor(of_row, device=dev)
         if dec is not None:
             dec.select(expand)  # every sample row gets its prompt's cache
@@ -458,6 +501,10 @@ class TransformersEngine:
                     keep.append(j)
             if not keep or t + 1 == params.max_new_tokens:
                 break
+            if abort is not None and abort():  # the rows still running end here, as vLLM's abort leaves them
+                for j in keep:
+                    finish[active[j]] = "abort"
+                break
             if len(keep) < len(active):  # drop finished rows from the batch and its KV cache
                 idx = torch.tensor(keep, device=dev)
                 if dec is not None:
@@ -474,8 +521,7 @@ class TransformersEngine:
                             **{cache_kw: past})
                 past, logits = _cache_of(out), out.logits[:, -1, :]
             next_pos = next_pos + 1
-        if was_training:
-            model.train()
+            yield
         rollouts = []
         for i in range(B):
             n = stop_at[i] if finish[i] == "stop" else len(toks[i])  # an EOS token is kept

@@ -15,10 +15,18 @@ and sampling logprobs, so a rollout from a server is the same record as one made
   ``WeightSync`` (``policy.weight_sync``: filesystem or nccl) and checks each replica's version and
   checksum; ``attach(model)`` does it once at the start when the servers do not already serve
   the trainer's weights. Every rollout carries ``version``: the weights version that produced it.
+* The API key (a server started with ``--api-key`` / ``RLVR_API_KEY``): the variable named by
+  ``policy.api_key_env``, else ``RLVR_API_KEY``, sent as ``Authorization: Bearer KEY``.
+* A sample the server aborted (``finish_reason: abort``, a ``/pause`` with ``mode=abort``) is partial:
+  it is sampled again, never handed to the trainer (`_redo_aborted`).
+* ``top_p`` < 1 or ``top_k`` > 0 only against a server whose responses say their logprobs are of the
+  untruncated tempered distribution (``"logprobs_distribution": "tempered"``, as ``python -m policies
+  serve`` does), the one the loss recomputes; otherwise a ValueError.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
@@ -63,7 +71,10 @@ class ServerEngine(PooledClients):
     def from_config(cls, cfg: Any, tokenizer: Any) -> "ServerEngine":
         import os
 
-        return cls(split_urls(cfg.base_url), cfg.served_model or cfg.model, tokenizer, os.environ.get(cfg.api_key_env),
+        # the key: policy.api_key_env's variable, else RLVR_API_KEY (the server's own); never a config key, which
+        # every run would write to its config.json
+        key = os.environ.get(cfg.api_key_env) or os.environ.get("RLVR_API_KEY")
+        return cls(split_urls(cfg.base_url), cfg.served_model or cfg.model, tokenizer, key,
                    cfg.request_timeout, cfg.max_retries, cfg.weight_sync, cfg.sync_dir)
 
     # ------------------------------------------------------------------ weight routes
@@ -121,6 +132,10 @@ class ServerEngine(PooledClients):
         except (openai.APIConnectionError, openai.APITimeoutError) as e:
             raise ServerDown(f"{self.urls[i]}: {type(e).__name__}: {e} (after {self.max_retries} retries)") from None
         version = (resp.model_extra or {}).get("weights_version")
+        if (params.top_p < 1 or params.top_k > 0) and (resp.model_extra or {}).get("logprobs_distribution") != "tempered":
+            raise ValueError(f"top_p={params.top_p}, top_k={params.top_k}: {self.urls[i]} does not say its logprobs are "
+                             f"of the untruncated tempered distribution that the loss recomputes (vllm serve's are "
+                             f"raw or truncated); use top_p=1 and top_k=0, or python -m policies serve")
         choices = sorted(resp.choices, key=lambda c: c.index)
         if len(choices) != len(ids) * params.n:
             raise RuntimeError(f"{self.urls[i]} returned {len(choices)} choices for {len(ids)} prompts x n={params.n}")
@@ -134,7 +149,8 @@ class ServerEngine(PooledClients):
                     raise RuntimeError(f"{self.urls[i]} returned no token ids: it must support return_token_ids "
                                        f"(python -m policies serve, or vllm serve >= 0.10.2)")
                 lps = tuple(float(x) for x in (c.logprobs.token_logprobs if c.logprobs else []) or [])
-                reason = "length" if c.finish_reason == "length" else ("stop" if ext.get("stop_reason") else "eos")
+                reason = c.finish_reason if c.finish_reason in ("length", "abort") else (
+                    "stop" if ext.get("stop_reason") else "eos")
                 text, _ = truncate_at_stop(c.text, params.stop)
                 group.append(Rollout(p, text, tuple(pid), tuple(comp), lps or None, reason, version))  # type: ignore[arg-type]
             out.append(group)
@@ -150,4 +166,27 @@ class ServerEngine(PooledClients):
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             futs = [pool.submit(self._request, r, ids[lo:hi], list(prompts[lo:hi]), params,
                                 None if params.seed is None else params.seed + 7919 * r) for r, lo, hi in jobs]
-            return [g for f in futs for g in f.result()]
+            out = [g for f in futs for g in f.result()]
+        return self._redo_aborted(out, ids, prompts, params)
+
+    def _redo_aborted(self, out: list[list[Rollout]], ids: list[list[int]], prompts: Sequence[Prompt],
+                      params: SamplingParams) -> list[list[Rollout]]:
+        """Samples a server ended early (``finish_reason: abort``: a ``/pause`` with ``mode=abort``, vLLM's
+        abort) are partial: neither the model's end nor a real truncation, so no trainer may score them.
+        Each is sampled again (one sample, a fresh seed; the request waits out the pause and carries
+        the version that made it), at most ``max_retries + 1`` rounds; then an error."""
+        for attempt in range(self.max_retries + 1):
+            todo = [(k, j) for k, group in enumerate(out) for j, r in enumerate(group) if r.finish_reason == "abort"]
+            if not todo:
+                return out
+            one = dataclasses.replace(params, n=1, seed=None if params.seed is None
+                                      else params.seed + 104729 * (attempt + 1))
+            redone = self._request(attempt % len(self.urls), [ids[k] for k, _ in todo], [prompts[k] for k, _ in todo],
+                                   one, one.seed)
+            for (k, j), (r,) in zip(todo, redone):
+                out[k][j] = r
+        left = sum(r.finish_reason == "abort" for group in out for r in group)
+        if left:
+            raise RuntimeError(f"{left} samples were aborted by the servers {self.max_retries + 1} times in a row "
+                               f"(a /pause mode=abort that keeps coming?); none is used as a rollout")
+        return out
