@@ -1,1 +1,21 @@
-"""placeholder"""
+"""Algorithms: one runnable module per algorithm, and what they share.
+
+Entry points (``python -m algos.NAME``): ``sft``, ``grpo``, ``ppo``, ``rejection_sampling``,
+``iterative_dpo``, ``dpo`` (offline DPO/ORPO/SimPO/KTO), ``preference`` (build preference data),
+``evaluate`` and ``recipe`` (stages in order).
+
+Shared: ``config`` (dataclass configs, ``key=value`` parsing, ``--help``), ``common`` (run setup,
+sampling and scoring, held-out evaluation, finishing, Ctrl-C saving), ``runs`` (the run folder,
+logs, checkpoints, curves), ``heldout`` (the held-out evaluation core), ``episodes`` (one or more
+turns per task), ``losses`` and ``metrics`` (pure functions), ``microbatch`` (gradient
+accumulation), ``dist`` (torchrun: DDP/FSDP2), ``preference`` (what both DPO modules share).
+
+Importing ``algos`` first checks that ``verifiers``, ``envs``, ``policies`` and ``sandbox`` are this
+project's packages and not same-named ones from another distribution (``envs/_layout.py``).
+"""
+
+__rlvr_gym__ = True  # marks rlvr-gym's package (envs/_layout.py tells it from a same-named one)
+
+from envs import _layout  # noqa: E402  (importing envs runs the check before anything imports verifiers)
+
+_layout.check_or_explain()  # also when envs was imported before a shadowing package came first

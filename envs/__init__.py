@@ -8,6 +8,12 @@
 True
 """
 
+__rlvr_gym__ = True  # marks rlvr-gym's package (envs/_layout.py tells it from a same-named one)
+
+from envs import _layout
+
+_layout.check_or_explain()  # before anything imports verifiers
+
 from envs.checker import EnvCheckError, check_env
 from envs.core import FORMAT_INSTRUCTION, SPLITS, EnvError, Task, TaskSource, TextEnv, content_split, item_rng
 from envs.math_dataset import DatasetMath, DatasetMathEnv

@@ -36,6 +36,8 @@ it must be asked for by name and exists for machines where neither Docker nor bu
 is available and the code is trusted.
 """
 
+__rlvr_gym__ = True  # marks rlvr-gym's package (envs/_layout.py tells it from a same-named one)
+
 from sandbox.core import Job, Result, Sandbox, SandboxError, SandboxUnavailable, TestResult
 
 __all__ = ["Job", "Result", "Sandbox", "SandboxError", "SandboxUnavailable", "TestResult"]
