@@ -5,9 +5,9 @@ client (evaluation), and the built-in tiny model.
     rollouts = engine.generate(prompts, SamplingParams(n=8, temperature=1.0))
 """
 
-__rlvr_gym__ = True  # marks rlvr-gym's package (envs/_layout.py tells it from a same-named one)
-
 from __future__ import annotations
+
+__rlvr_gym__ = True  # marks rlvr-gym's package (envs/_layout.py tells it from a same-named one)
 
 import dataclasses
 import os
