@@ -7,6 +7,7 @@ import collections
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -85,6 +86,10 @@ class RunConfig:
     """rows per forward/backward pass (pairs for dpo/orpo/simpo, examples for kto), per process: each optimizer step runs as micro-batches, gradients accumulated, the same update (0: no limit)"""
     micro_batch_tokens: int = 0
     """tokens per forward/backward pass, padding included (rows x longest prompt+completion), per process: rows packed longest-first (0: no budget)"""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """learning rate after the linear warmup (warmup_steps): constant, or a linear or cosine decay that reaches lr x lr_final_ratio at the end of the run (rejection_sampling, iterative_dpo: over rounds)"""
+    lr_final_ratio: float = 0.0
+    """linear/cosine: the learning rate at the end of the run, as a share of lr"""
 
 
 @dataclasses.dataclass
@@ -195,9 +200,22 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr
 
 
-def warmup(lr: float, step: int, warmup_steps: int) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps`` (0-based step), then constant."""
-    return lr * min(1.0, (step + 1) / max(1, warmup_steps))
+def lr_at(cfg: Any, lr: float, step: int, total: int, progress: float | None = None) -> float:
+    """The learning rate of 0-based ``step`` of ``total``: linear warmup to ``lr`` over ``cfg.warmup_steps``
+    (``lr * (step + 1) / warmup_steps``), then ``cfg.lr_schedule``: ``constant``; ``linear`` or ``cosine`` decay
+    from ``lr`` to ``lr * cfg.lr_final_ratio`` (reached at ``step == total``, after the last step), at fraction ``p = (step - warmup_steps) / (total - warmup_steps)``
+    of the way (``lr * (f + (1 - f) * (1 - p))``; ``lr * (f + (1 - f) * (1 + cos(pi p)) / 2)``), the same curves as
+    transformers' ``get_linear/cosine_schedule_with_warmup`` with a floor. ``progress`` gives ``p`` instead, for
+    runs whose step count is not known in advance (rejection sampling and iterative DPO count warmup in gradient
+    steps and decay over rounds)."""
+    if step < cfg.warmup_steps:
+        return lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return lr
+    p = progress if progress is not None else (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    p, f = min(1.0, max(0.0, p)), cfg.lr_final_ratio
+    shape = 1.0 - p if cfg.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
+    return lr * (f + (1.0 - f) * shape)
 
 
 def update(opt: torch.optim.Optimizer, module: Any, loss: torch.Tensor | None, grad_clip: float) -> float:

@@ -36,7 +36,7 @@ from algos import config as cfglib
 from algos import dist
 from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
-                          reduce_stats, run_main, save_on_interrupt, set_lr, start, warmup)
+                          reduce_stats, run_main, save_on_interrupt, set_lr, start, lr_at)
 from algos import microbatch
 from algos.preference import LossSettings, kto_step, load_preference_data, pair_step
 from policies import lora
@@ -77,7 +77,7 @@ class DPOConfig(RunConfig):
     batch_size: int = 32
     """pairs (or KTO examples) per optimizer step"""
     lr: float = 1e-4
-    """learning rate (AdamW, linear warmup then constant)"""
+    """learning rate (AdamW; warmup_steps, then lr_schedule)"""
     warmup_steps: int = 20
     """linear warmup steps"""
     weight_decay: float = 0.0
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             local = w.strided(mb)  # this rank's rows of the minibatch (all of them in one process)
             # -------------------------------------------------------------- loss and update
             model.train()
-            set_lr(opt, warmup(cfg.lr, step, cfg.warmup_steps))
+            set_lr(opt, lr_at(cfg, cfg.lr, step, total))
             if cfg.loss == "kto":
                 gn, loss_val, stats = kto_step(opt, model, ref, local, tok.pad_token_id, settings, limits, cfg.grad_clip,
                                                cfg.kto_desirable_weight, cfg.kto_undesirable_weight)

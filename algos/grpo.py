@@ -48,7 +48,7 @@ from algos import dist, losses, microbatch
 from algos.config import AT_LEAST_1, POSITIVE, ConfigError, Range
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, update,
-                          warmup)
+                          lr_at)
 from policies import SamplingParams
 from policies.hf import token_logprobs
 
@@ -79,7 +79,7 @@ class GRPOConfig(RunConfig):
     top_p: float = 1.0
     """nucleus sampling for training rollouts"""
     lr: float = 5e-5
-    """learning rate (AdamW, constant after warmup)"""
+    """learning rate (AdamW; warmup_steps, then lr_schedule)"""
     warmup_steps: int = 5
     """linear learning-rate warmup"""
     weight_decay: float = 0.0
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run.log(step + 1, metrics)
                 progress.finished(step + 1, {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
                 continue
-            set_lr(opt, warmup(cfg.lr, step, cfg.warmup_steps))
+            set_lr(opt, lr_at(cfg, cfg.lr, step, cfg.steps))
             stats = policy_update(model, opt, groups, cfg, tok.pad_token_id, ref)
             progress.finished(step + 1, {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}, metrics)  # the weights are now those of step + 1
             sync_engine(s)  # vLLM's copy of the weights, the full copy under fsdp

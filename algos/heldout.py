@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tqdm import tqdm
+
 from policies.base import SamplingParams
 from verifiers.code import raise_if_sandbox_down
 
@@ -16,7 +18,8 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
     Returns ``accuracy`` (share judged correct), ``mean_reward``, ``format`` (share well formed,
     where the environment scores format) and the count of verifier errors/timeouts. Under
     torchrun the tasks are split over ranks (every rank must call it) and the figures are those
-    of all of them.
+    of all of them. A progress bar (tasks done, rate, ETA; rank 0 only) counts this process's tasks,
+    advancing once per ``batch_size`` chunk; it is cleared when the evaluation ends.
     """
     from algos.dist import world
     from algos.episodes import generate
@@ -27,6 +30,8 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
     params = SamplingParams(n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     correct = reward = fmt = errors = 0.0
     total = 0
+    bar = tqdm(total=len(tasks), desc="held-out eval", unit="task", leave=False, dynamic_ncols=True,
+               disable=not w.is_main)
     for s in range(0, len(tasks), batch_size):
         chunk = tasks[s:s + batch_size]
         outs = generate(engine, base, chunk, params)  # one turn, or several with tools
@@ -40,6 +45,8 @@ def heldout_eval(engine: Any, env: Any, n_tasks: int, max_new_tokens: int, batch
             errors += float(v is not None and v.is_error)
             reward += res.reward
             fmt += res.parts.get("format", 0.0)
+        bar.update(len(chunk))
+    bar.close()
     import torch
 
     correct, reward, fmt, errors, total = w.sum(torch.tensor([correct, reward, fmt, errors, float(total)],

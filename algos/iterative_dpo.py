@@ -35,7 +35,7 @@ from algos import dist
 from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reduce_stats, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
-                          sync_engine, warmup)
+                          sync_engine, lr_at)
 from algos import microbatch
 from algos.preference import LossSettings, Pair, build_pairs, pair_step
 from policies import SamplingParams
@@ -79,7 +79,7 @@ class IterativeDPOConfig(RunConfig):
     batch_size: int = 32
     """pairs per gradient step"""
     lr: float = 1e-4
-    """learning rate (AdamW, constant after warmup)"""
+    """learning rate (AdamW; warmup_steps, then lr_schedule over rounds)"""
     warmup_steps: int = 10
     """linear warmup (gradient steps)"""
     weight_decay: float = 0.0
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for _ in range(cfg.epochs):
                 shuffle.shuffle(pairs)
                 for lo in range(0, len(pairs), cfg.batch_size):
-                    set_lr(opt, warmup(cfg.lr, updates, cfg.warmup_steps))
+                    set_lr(opt, lr_at(cfg, cfg.lr, updates, 0, progress=rnd / cfg.rounds))
                     mb = pairs[lo:lo + cfg.batch_size]
                     local = w.strided(mb)
                     _, loss, st = pair_step(opt, model, ref, local, tok.pad_token_id, settings, float(len(mb)), limits,
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # -------------------------------------------------------------- log
             dt = time.time() - t0
             metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
-            metrics.update({"train/updates": updates, "perf/round_seconds": dt, "perf/completions_per_second": w.sum(len(rollouts)) / dt})
+            metrics.update({"train/updates": updates, "train/lr": opt.param_groups[0]["lr"], "perf/round_seconds": dt, "perf/completions_per_second": w.sum(len(rollouts)) / dt})
             if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(rnd + 1, metrics)

@@ -35,7 +35,7 @@ import torch
 from algos import dist, losses, microbatch
 from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
-                          reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, warmup)
+                          reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, lr_at)
 from policies import SamplingParams, lora
 from policies.hf import Batch, _positions, token_logprobs
 
@@ -58,11 +58,11 @@ class PPOConfig(RunConfig):
     temperature: float = 0.7
     """sampling temperature (logprobs and the loss use the same tempered policy)"""
     lr: float = 5e-5
-    """actor learning rate (AdamW, constant after warmup)"""
+    """actor learning rate (AdamW; warmup_steps, then lr_schedule)"""
     critic_lr: float = 1e-4
     """critic learning rate"""
     warmup_steps: int = 5
-    """linear warmup of both learning rates (PPO iterations)"""
+    """linear warmup of both learning rates (PPO iterations); lr_schedule then applies to both"""
     ppo_epochs: int = 2
     """passes over each batch"""
     minibatches: int = 2
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model.train()
             critic.train()
             for o, lr in ((opt, cfg.lr), (copt, cfg.critic_lr)):
-                set_lr(o, warmup(lr, step, cfg.warmup_steps))
+                set_lr(o, lr_at(cfg, lr, step, cfg.steps))
             n = len(rollouts)
             stats: dict[str, list[float]] = {}
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # per step, so a resumed run matches
@@ -250,7 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if ref_logp is not None:
                 metrics["policy/kl_ref"] = w.mean(losses.masked_mean(old_logp - ref_logp, mask).item())
             metrics.update({"value/mean": w.mean(losses.masked_mean(old_values, mask).item()),
-                            "perf/step_seconds": dt, "perf/completions_per_second": w.sum(n) / dt})
+                            "perf/step_seconds": dt, "perf/completions_per_second": w.sum(n) / dt,
+                            "train/lr": opt.param_groups[0]["lr"], "train/critic_lr": copt.param_groups[0]["lr"]})
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(step + 1, metrics)

@@ -38,7 +38,7 @@ from algos import microbatch
 from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, say, set_lr, start, sync_engine,
-                          warmup)
+                          lr_at)
 from algos.sft import sft_loss
 from policies import SamplingParams
 
@@ -69,7 +69,7 @@ class RejectionSamplingConfig(RunConfig):
     batch_size: int = 32
     """completions per gradient step"""
     lr: float = 1e-4
-    """learning rate (AdamW, constant after warmup)"""
+    """learning rate (AdamW; warmup_steps, then lr_schedule over rounds)"""
     warmup_steps: int = 10
     """linear warmup of the learning rate (gradient steps)"""
     weight_decay: float = 0.0
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 shuffle.shuffle(order)
                 for lo in range(0, len(order), cfg.batch_size):
                     mb = w.strided([accepted[i]["ids"] for i in order[lo:lo + cfg.batch_size]])  # this rank's rows
-                    set_lr(opt, warmup(cfg.lr, updates, cfg.warmup_steps))
+                    set_lr(opt, lr_at(cfg, cfg.lr, updates, 0, progress=rnd / cfg.rounds))
                     rows = microbatch.Rows([p for p, _, _ in mb], [c for _, c, _ in mb], [m for _, _, m in mb])  # tool results: no loss
                     tokens = w.sum(rows.tokens().sum().item() if mb else 0.0)  # the minibatch's, over every rank
                     parts_loss: list[float] = []
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # -------------------------------------------------------------- log
             dt = time.time() - t0
             metrics.update({"loss/sft": sum(losses_) / len(losses_) if losses_ else float("nan"), "train/updates": updates,
-                            "perf/round_seconds": dt, "perf/completions_per_second": w.sum(len(rollouts)) / dt})
+                            "train/lr": opt.param_groups[0]["lr"], "perf/round_seconds": dt, "perf/completions_per_second": w.sum(len(rollouts)) / dt})
             if cfg.eval_every and (rnd + 1) % cfg.eval_every == 0 and rnd + 1 < cfg.rounds:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(rnd + 1, metrics)

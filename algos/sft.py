@@ -10,15 +10,14 @@ the shipped cold start's recipe) of the problems that have the spot for it are d
 with a classic slip instead (a forgotten carry or borrow, the answer following it): an
 imperfect teacher, so the model learns the format and most of the arithmetic but also the
 habit that RL has to unlearn. ``demo_slip_rate=0`` trains on correct solutions only. The loss is the mean token cross-entropy over response
-tokens only; prompt tokens are masked out. AdamW with linear warmup and cosine decay,
-gradient clipping. Writes the run folder of `algos.runs` (metrics, checkpoints, curves,
+tokens only; prompt tokens are masked out. AdamW with linear warmup, then ``lr_schedule`` (default: cosine
+decay to 10% of lr), gradient clipping. Writes the run folder of `algos.runs` (metrics, checkpoints, curves,
 summary) and resumes from its last checkpoint with ``resume=RUN_DIR``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any, ClassVar, Literal
 
@@ -28,7 +27,7 @@ from algos import config as cfglib
 from algos.config import AT_LEAST_1, POLICY_RANGES, POSITIVE, Range
 from algos.heldout import heldout_eval
 from algos import microbatch
-from algos.common import Progress, adamw, progress_bar, run_main, save_on_interrupt, set_lr, start, sync_engine
+from algos.common import Progress, adamw, lr_at, progress_bar, run_main, save_on_interrupt, set_lr, start, sync_engine
 from policies import PolicyConfig
 from policies.lora import LoRAConfig
 from policies.hf import encode_prompt, token_logprobs
@@ -68,7 +67,11 @@ class SFTConfig:
     lr: float = 2e-3
     """peak learning rate (AdamW)"""
     warmup_steps: int = 25
-    """linear warmup steps, then cosine decay to 10% of lr"""
+    """linear warmup steps, then lr_schedule"""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "cosine"
+    """learning rate after the warmup: constant, or a linear or cosine decay that reaches lr x lr_final_ratio at the end of the run"""
+    lr_final_ratio: float = 0.1
+    """linear/cosine: the learning rate at the end of the run, as a share of lr"""
     weight_decay: float = 0.01
     """AdamW weight decay"""
     grad_clip: float = 1.0
@@ -101,13 +104,6 @@ class SFTConfig:
     """examples per forward/backward pass, per process: each step runs as micro-batches, gradients accumulated, the same update (0: no limit)"""
     micro_batch_tokens: int = 0
     """tokens per forward/backward pass, padding included (rows x longest prompt+response), per process: rows packed longest-first (0: no budget)"""
-
-
-def lr_at(step: int, cfg: SFTConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
 class Examples:
@@ -214,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return loss
 
             # ---------------------------------------------------------------- update
-            set_lr(opt, lr_at(step, cfg))
+            set_lr(opt, lr_at(cfg, cfg.lr, step, cfg.steps))
             gnorm = microbatch.step(opt, model, rows.split(microbatch.Limits.of(cfg)), loss_of, cfg.grad_clip)
             # ---------------------------------------------------------------- log
             loss_val = w.sum(sum(parts_loss))

@@ -35,5 +35,6 @@ def test_a_shadowing_package_is_a_typed_error_in_a_library_import(tmp_path):
 
 
 def test_our_own_packages_pass(tmp_path):
-    p = _run(["-c", "import algos, envs, verifiers; print(verifiers.__rlvr_gym__)"], tmp_path, [])
+    p = _run(["-c", "import algos, envs, policies, sandbox, verifiers; print(policies.__rlvr_gym__ and verifiers.__rlvr_gym__)"],
+             tmp_path, [])
     assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr
