@@ -283,3 +283,30 @@ def test_off_policy_update_weights_tokens_by_the_truncated_importance_ratio():
     assert 0 < stats["policy/is_truncated"][0] < 1  # the cap was active on some tokens, not all
     plain, _ = grads(grpo.GRPOConfig(temperature=0.7, grad_clip=0.0, max_new_tokens=16))
     assert any(not torch.allclose(a, b) for a, b in zip(got, plain))  # and it is not the on-policy update
+
+
+def test_truncated_sampling_logprobs_are_those_the_loss_recomputes(server, monkeypatch):
+    """top_p < 1 / top_k > 0: the logprobs are of the tempered, untruncated distribution, the one
+    `token_logprobs` recomputes (the ratio in the loss is 1 on-policy); the server says so, and the
+    trainer's client refuses truncated sampling from a server that does not."""
+    from http.server import ThreadingHTTPServer
+
+    from policies import PolicyConfig, SamplingParams, load
+    from policies import server as srv
+    from policies.server_client import ServerEngine
+
+    local, model, tok = load(PolicyConfig(model="tiny-sft"))
+    params = SamplingParams(n=4, temperature=0.8, top_p=0.5, top_k=5, max_new_tokens=16, seed=5)
+    rollouts = [r for g in ServerEngine([server.url], "tiny-sft", tok).generate(["12+30=", "7*6="], params) for r in g]
+    again = local.logprobs(rollouts, temperature=0.8)
+    assert all(r.logprobs == pytest.approx(a, abs=1e-5) for r, a in zip(rollouts, again))
+    monkeypatch.setattr(srv, "LOGPROBS_DISTRIBUTION", None)  # a server that does not say (vllm serve)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), srv.make_handler(srv.Server(local, model, tok, "tiny-sft")))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        other = ServerEngine([f"http://127.0.0.1:{httpd.server_address[1]}/v1"], "tiny-sft", tok, max_retries=0)
+        with pytest.raises(ValueError, match="untruncated tempered"):
+            other.generate(["1+1="], params)
+        assert other.generate(["1+1="], SamplingParams(n=2, temperature=0.8, max_new_tokens=4))  # no truncation: fine
+    finally:
+        httpd.shutdown()
