@@ -55,13 +55,15 @@ class RunConfig:
     save_every: int = 100
     """checkpoint every N steps (and at the end)"""
     samples_every: int = 10
-    """write sampled completions with their rewards every N steps"""
+    """write sampled completions with their rewards every N steps and at the last step (0: never)"""
     seed: int = 0
     """seed for sampling, data order and initialisation"""
     out: str | None = None
     """run folder (default runs/<algo>-<env>-<time>)"""
     resume: str | None = None
-    """continue the run in this folder from its last checkpoint (model, optimizer, RNG, data position)"""
+    """continue the run in this folder from its last checkpoint (model, optimizer, RNG, data position); steps, save_every, eval_every, samples_every, wandb and dist_timeout may be changed on the command line, no other key"""
+    overwrite: bool = False
+    """out= names a folder that already holds a run: delete it and start over (without it such an out= is refused)"""
     wandb: bool = False
     """also log to Weights & Biases"""
     tax_envs: str = ""
@@ -111,15 +113,18 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     """Parse the config (or reload it from ``resume=``), build env, policy and run folder,
     and restore the last checkpoint when resuming."""
     cfg = cfglib.parse(cfg_cls, argv, prog=f"algos.{algo}")
+    changed: dict[str, Any] = {}
     if cfg.resume:
         import yaml
 
         path = os.path.join(cfg.resume, "config.yaml")
         if not os.path.exists(path):
-            raise FileNotFoundError(f"resume={cfg.resume!r} has no config.yaml: is it a run folder?")
+            raise FileNotFoundError(f"resume={cfg.resume!r} has no config.yaml ({os.path.abspath(path)}): is it a run folder?")
         with open(path) as f:
             saved = cfglib.from_dict(cfg_cls, yaml.safe_load(f))
-        saved.resume, cfg = cfg.resume, saved
+        cfg, changed = resumed_config(cfg, saved, algo)
+    else:
+        claim_run_dir(cfg.out, getattr(cfg, "overwrite", False), algo)
     w = dist.init(cfg.parallel, cfg.dist_backend, cfg.dist_timeout, cfg.policy.device)
     if w.distributed and cfg.policy.device == "auto" and w.device.type == "cuda":
         cfg.policy.device = str(w.device)  # each rank on its own GPU
@@ -160,9 +165,58 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
         setup.step, setup.state, setup.optimizer_state = st["step"], st["state"], st["optimizer"]
         per_rank = st.get("rng_per_rank")
         set_rng_state(per_rank[w.rank] if per_rank and w.rank < len(per_rank) else st["rng"])
+        if "steps" in changed and cfg.steps and cfg.steps < setup.step:
+            raise cfglib.ConfigError(f"steps={cfg.steps}: the run in {cfg.resume} is already at step {setup.step}; "
+                                     f"resume with steps={setup.step} or more")
         run.truncate_after(setup.step)
-        say(f"resumed from {ckpt} at step {setup.step}")
+        say(f"resumed from {ckpt} at step {setup.step}" +
+            (f" with {', '.join(f'{k}={v!r}' for k, v in changed.items())}" if changed else ""))
     return setup
+
+
+# the keys a resumed run may change (the rest define what was trained, and how: they must match config.yaml)
+RESUME_KEYS = ("steps", "rounds", "save_every", "eval_every", "samples_every", "wandb", "dist_timeout", "resume",
+               "overwrite")
+
+
+def resumed_config(cfg: Any, saved: Any, algo: str) -> tuple[Any, dict[str, Any]]:
+    """The saved config of ``cfg.resume`` with the keys set now that may change on resume (`RESUME_KEYS`)
+    applied; any other key set to another value than the saved one is a `ConfigError` listing them all.
+    Returns (the config, the keys changed)."""
+    differ, changed = [], {}
+    for k in sorted(cfglib.explicit_keys(cfg)):
+        new, old = cfglib.get(cfg, k), cfglib.get(saved, k)
+        if new == old or k == "resume":
+            continue
+        if k in RESUME_KEYS:
+            cfglib._set(saved, k.split("."), new, k)
+            changed[k] = new
+        else:
+            differ.append(f"{k} ({old!r} in the run, {new!r} now)")
+    if differ:
+        raise cfglib.ConfigError(f"resume={cfg.resume}: {', '.join(differ)} cannot change on resume (only "
+                                 f"{', '.join(k for k in RESUME_KEYS if k not in ('resume', 'overwrite'))} can); drop "
+                                 f"{'it' if len(differ) == 1 else 'them'}, or start a new run: python -m algos.{algo} "
+                                 f"out=NEW_FOLDER ...")
+    saved.resume = cfg.resume
+    cfglib.check_ranges(saved)
+    return saved, changed
+
+
+def claim_run_dir(out: str | None, overwrite: bool, algo: str) -> None:
+    """A run folder holds one run: an ``out=`` that already holds one (its config.yaml) is refused,
+    pointing to resume=, or emptied with ``overwrite=true``. Checked before the process group starts,
+    so no rank has written yet; rank 0 (the RANK variable, set by torchrun) deletes."""
+    if not out or not os.path.exists(os.path.join(out, "config.yaml")):
+        return
+    if not overwrite:
+        raise cfglib.ConfigError(f"out={out} already holds a run ({os.path.abspath(out)}); continue it with "
+                                 f"python -m algos.{algo} resume={out}, replace it with overwrite=true, or choose "
+                                 f"another out=")
+    if os.environ.get("RANK", "0") == "0":
+        import shutil
+
+        shutil.rmtree(out)
 
 
 def say(msg: str) -> None:
@@ -288,6 +342,18 @@ def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout]) -> dict[
     if any(c is not None for _, _, c in lens):  # environments with tools: calls per episode
         m["rollout/tool_calls"] = sum(c or 0 for _, _, c in lens) / max(len(lens), 1)
     return m
+
+
+def log_samples(s: Setup, step: int, last: int, tasks: Sequence[Any], rollouts: Sequence[Rollout],
+                results: Sequence[Any], limit: int) -> None:
+    """Write the first ``limit`` completions of the step (with ``tasks[i]`` the task of ``rollouts[i]``)
+    to samples.jsonl every ``samples_every`` steps and always at the ``last`` step, so a short run has some."""
+    every = s.cfg.samples_every
+    if not every or (step % every and step != last):
+        return
+    s.run.log_samples(step, [{"task_id": t.id, "prompt": t.prompt, "reference": t.reference, "completion": r.text,
+                              "reward": res.reward, "parts": res.parts, "status": res.status,
+                              "finish_reason": r.finish_reason} for t, r, res in zip(tasks, rollouts, results)][:limit])
 
 
 def _tool_calls(r: Rollout) -> int | None:

@@ -340,8 +340,23 @@ def parse(cls: type, argv: list[str] | None = None, prog: str | None = None) -> 
         _set(cfg, k.split("."), _convert(k, v, tp), k)
     apply_model_defaults(cls, cfg, {k for k, _, _ in items})
     check_ranges(cfg)  # every numeric key in its declared range (RANGES), at start
+    cfg._explicit = {"env_kwargs" if has_env and k.startswith("env.") and k not in keys else k
+                     for k, _, _ in items}  # what the user set (explicit_keys): a resumed run compares these
     if hasattr(cfg, "__post_init__"):
         cfg.__post_init__()
+    return cfg
+
+
+def explicit_keys(cfg: Any) -> set[str]:
+    """The keys set on the command line or in a config file when ``cfg`` was parsed (env options as
+    ``env_kwargs``)."""
+    return set(getattr(cfg, "_explicit", ()))
+
+
+def get(cfg: Any, key: str) -> Any:
+    """The value of a dotted key."""
+    for p in key.split("."):
+        cfg = getattr(cfg, p)
     return cfg
 
 

@@ -66,7 +66,9 @@ class EvalConfig:
     seed: int = 0
     """sampling seed"""
     out: str | None = None
-    """output folder (default runs/eval-<envs>-<time>); rerunning with the same folder resumes"""
+    """output folder (default runs/eval-<envs>-<time>); rerunning with the same folder, model and sampling settings resumes; another model or settings are refused"""
+    overwrite: bool = False
+    """out= holds samples of another model or other sampling settings: delete them and evaluate afresh"""
     reverify: bool = False
     """recompute the verdicts of out/samples.jsonl with the current verifiers, without generating"""
     compare: str | None = None
@@ -393,6 +395,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir = cfg.out or os.path.join("runs", f"eval-{'+'.join(envs.canonical_name(n) for n in names)}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(out_dir, exist_ok=True)
     samples_path = os.path.join(out_dir, "samples.jsonl")
+    if not cfg.reverify:
+        claim_eval_dir(out_dir, cfg)
     env_objs = {name: envs.make(name, **env_options(name, cfg.env_kwargs, names)) for name in names}
     rows = _load_rows(samples_path)
     if cfg.reverify:
@@ -410,6 +414,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(headline_table(summary))
     print(f"report: {os.path.join(out_dir, 'report.md')}")
     return summary
+
+
+# what the samples in an evaluation folder depend on: a rerun into the folder must match them all
+SAMPLE_KEYS = ("policy.model", "policy.engine", "policy.dtype", "policy.vllm_dtype", "policy.base_url",
+               "policy.served_model", "policy.seed", "temperature", "top_p", "max_new_tokens", "seed", "split", "env_kwargs")
+
+
+def claim_eval_dir(out_dir: str, cfg: EvalConfig) -> None:
+    """An evaluation folder belongs to one model and one set of sampling settings (`SAMPLE_KEYS`, kept
+    in ``eval_config.yaml``): a rerun with the same resumes; with others it is refused (one line
+    naming what differs), or with ``overwrite=true`` its samples are deleted and it starts afresh."""
+    import yaml
+
+    path = os.path.join(out_dir, "eval_config.yaml")
+    mine = {k: cfglib.get(cfg, k) for k in SAMPLE_KEYS}
+    if os.path.exists(path):
+        with open(path) as f:
+            theirs = yaml.safe_load(f) or {}
+        differ = [f"{k} ({theirs.get(k)!r} there, {v!r} now)" for k, v in mine.items() if theirs.get(k) != v]
+        if differ and not cfg.overwrite:
+            raise cfglib.ConfigError(f"out={out_dir} holds samples of another evaluation: {', '.join(differ)}; choose "
+                                     f"another out=, or pass overwrite=true to replace them")
+        if differ:
+            for name in ("samples.jsonl", "summary.json", "report.md"):
+                if os.path.exists(os.path.join(out_dir, name)):
+                    os.remove(os.path.join(out_dir, name))
+    elif cfg.overwrite and os.path.exists(os.path.join(out_dir, "samples.jsonl")):
+        os.remove(os.path.join(out_dir, "samples.jsonl"))
+    with open(path, "w") as f:
+        yaml.safe_dump(mine, f, sort_keys=False)
 
 
 def suite(engine: Any, env_spec: str, env_kwargs: dict[str, Any], out_dir: str, tasks: int, max_new_tokens: int,

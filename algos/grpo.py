@@ -47,8 +47,8 @@ import torch
 from algos import dist, losses, microbatch
 from algos.config import AT_LEAST_1, POSITIVE, ConfigError, Range
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
-                          reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, update,
-                          lr_at)
+                          log_samples, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
+                          sync_engine, update, lr_at)
 from policies import SamplingParams
 from policies.hf import token_logprobs
 
@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         groups += [g for g in _groups(ro2, res2, cfg) if g[1].std() > 0]
                 groups = groups[:target]
                 metrics["rollout/resample_rounds"] = rounds
+            # every N steps and at the last one (before a step with nothing to learn ends early)
+            log_samples(s, step + 1, cfg.steps, [t for t in tasks for _ in range(cfg.group_size)], rollouts, results,
+                        cfg.group_size * 2)
             if not w.any(groups):  # nothing to learn from this step (on any rank)
                 run.log(step + 1, metrics)
                 progress.finished(step + 1, {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
@@ -357,12 +360,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(step + 1, metrics)
-            if cfg.samples_every and (step + 1) % cfg.samples_every == 0:
-                run.log_samples(step + 1, [{"task_id": t.id, "prompt": t.prompt, "reference": t.reference,
-                                            "completion": r.text, "reward": res.reward, "parts": res.parts,
-                                            "status": res.status, "finish_reason": r.finish_reason}
-                                           for t, r, res in zip([t for t in tasks for _ in range(cfg.group_size)],
-                                                                rollouts, results)][:cfg.group_size * 2])
             bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
                             tok_s=f"{metrics['perf/tokens_per_second']:.0f}")
             state = {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}

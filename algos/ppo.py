@@ -35,7 +35,8 @@ import torch
 from algos import dist, losses, microbatch
 from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
-                          reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start, sync_engine, lr_at)
+                          log_samples, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
+                          sync_engine, lr_at)
 from policies import SamplingParams, lora
 from policies.hf import Batch, _positions, token_logprobs
 
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 metrics.update(eval_metrics(evaluate(s)))
             run.log(step + 1, metrics)
+            log_samples(s, step + 1, cfg.steps, [t for t in tasks for _ in range(cfg.samples_per_prompt)], rollouts, results,
+                        cfg.samples_per_prompt * 2)  # every samples_every steps and at the last
             bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}")
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 save(step + 1, progress.state)

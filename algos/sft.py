@@ -91,7 +91,9 @@ class SFTConfig:
     out: str | None = None
     """run folder (default runs/sft-<env>-<time>)"""
     resume: str | None = None
-    """continue the run in this folder from its last checkpoint"""
+    """continue the run in this folder from its last checkpoint; steps, save_every, eval_every, wandb and dist_timeout may be changed on the command line, no other key"""
+    overwrite: bool = False
+    """out= names a folder that already holds a run: delete it and start over (without it such an out= is refused)"""
     wandb: bool = False
     """also log to Weights & Biases"""
     parallel: Literal["auto", "ddp", "fsdp"] = "auto"

@@ -69,3 +69,49 @@ def test_evaluate_says_pass_at_k_is_pass_at_1_when_greedy(tmp_path):
     assert "n=2 at temperature=0 repeats one greedy completion per task, so pass@2 equals pass@1; set temperature=" in p.stderr
     p = cli("algos.evaluate", "tasks=2", "n=2", "temperature=1.0", "max_new_tokens=4", f"out={tmp_path / 'ev2'}")
     assert p.returncode == 0 and "greedy" not in p.stderr
+
+
+# ---------------------------------------------------------------------------- 2-4. run folders, resume, samples
+
+
+def test_a_training_folder_holds_one_run_and_resume_takes_only_resumable_overrides(tmp_path):
+    out = str(tmp_path / "run")
+    p = cli("algos.grpo", *TINY, f"out={out}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    # 4. a one-step run (samples_every=10) still writes its last step's samples
+    samples = [json.loads(line) for line in open(os.path.join(out, "samples.jsonl"))]
+    assert samples and {r["step"] for r in samples} == {1} and all("completion" in r for r in samples)
+    metrics_before = open(os.path.join(out, "metrics.jsonl")).read()
+    # 2. the same out= again: refused in one line, nothing appended
+    line = one_line_error(cli("algos.grpo", *TINY, f"out={out}"))
+    assert f"out={out} already holds a run" in line and f"resume={out}" in line and "overwrite=true" in line
+    assert open(os.path.join(out, "metrics.jsonl")).read() == metrics_before
+    # 3. resume with a key that cannot change: refused, listing every such key
+    line = one_line_error(cli("algos.grpo", f"resume={out}", "steps=2", "lr=1e-3", "group_size=4"))
+    assert "group_size (2 in the run, 4 now)" in line and "lr (5e-05 in the run, 0.001 now)" in line
+    assert "cannot change on resume" in line and "steps" not in line.split(":")[1].split("cannot")[0]
+    # 3. steps applies on resume (before: the saved steps=1 was kept silently)
+    p = cli("algos.grpo", f"resume={out}", "steps=2")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "with steps=2" in p.stderr
+    assert json.load(open(os.path.join(out, "summary.json")))["steps"] == 2
+    steps = [json.loads(line)["step"] for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert steps.count(2) >= 1 and steps.count(1) == 2  # step 1's training row and the first run's final evaluation
+    assert "steps: 2" in open(os.path.join(out, "config.yaml")).read()
+    # overwrite=true starts over
+    p = cli("algos.grpo", *TINY, f"out={out}", "overwrite=true")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert max(json.loads(line)["step"] for line in open(os.path.join(out, "metrics.jsonl"))) == 1
+
+
+def test_an_evaluation_folder_belongs_to_one_model(tmp_path):
+    out = str(tmp_path / "ev")
+    args = ["tasks=2", "max_new_tokens=4", f"out={out}"]
+    assert cli("algos.evaluate", *args).returncode == 0
+    again = cli("algos.evaluate", *args)  # the same model and settings: resumes, nothing generated
+    assert again.returncode == 0 and "already evaluated" in again.stderr
+    line = one_line_error(cli("algos.evaluate", *args, "policy.model=tiny"))
+    assert "policy.model ('tiny-sft' there, 'tiny' now)" in line and "overwrite=true" in line
+    p = cli("algos.evaluate", *args, "policy.model=tiny", "overwrite=true")
+    assert p.returncode == 0 and "already evaluated" not in p.stderr
+    assert "policy.model: tiny\n" in open(os.path.join(out, "eval_config.yaml")).read()
