@@ -4,8 +4,8 @@
       config.yaml                     the resolved config
       metrics.jsonl                   one line per step, flushed as written
       samples.jsonl                   sampled completions with their rewards
-      events.out.tfevents.*           TensorBoard
-      curves.png                      reward parts and accuracy
+      events.out.tfevents.*           TensorBoard: every scalar, and the samples as a markdown table (text tab)
+      curves.png                      one panel per quantity (reward parts, accuracy, losses, grad norm, ...)
       checkpoints/step-N/             Hugging Face checkpoint + trainer_state.pt (optimizer, RNG, data position);
                                       with lora.r > 0 the adapter alone, in peft's format (policies/lora.py)
       summary.json                    the headline figures
@@ -95,6 +95,15 @@ class Run:
         for r in rows:
             self._samples.write(json.dumps({"step": step, **{k: _jsonable(v) for k, v in r.items()}}) + "\n")
         self._samples.flush()
+        if rows and self._tb is not None:  # TensorBoard's text tab: a markdown table per logged step
+            self._tb.add_text("samples", samples_markdown(step, rows), step)
+            self._tb.flush()
+        if rows and self._wandb is not None:  # a W&B table per logged step
+            import wandb as _wandb
+
+            data = [[step] + [_jsonable(r.get(c)) if c != "completion" else str(r.get(c, "")) for c in SAMPLE_COLUMNS[1:]]
+                    for r in rows]
+            self._wandb.log({"samples": _wandb.Table(columns=list(SAMPLE_COLUMNS), data=data)}, step=step)
 
     def metrics(self) -> list[dict[str, Any]]:
         path = os.path.join(self.dir, "metrics.jsonl")
@@ -184,7 +193,11 @@ class Run:
             json.dump({k: _jsonable(v) for k, v in summary.items()}, f, indent=2)
 
     def plot(self, groups: dict[str, list[str]], title: str) -> str | None:
-        """One panel per group of metric keys, against step. Returns the PNG path."""
+        """curves.png: one panel per quantity, each on its own axis, against step: reward per part,
+        accuracy (held-out, and the sampled training accuracy), each loss, grad norm, entropy, KL, clip
+        fraction, completion length, tokens/s, learning rate (those the run logged), then a panel for each
+        key of ``groups`` (the algorithm's own, e.g. preference accuracy) not already drawn. Returns the PNG
+        path (None when nothing was logged)."""
         if not self.writer:
             return None
         import matplotlib
@@ -193,25 +206,32 @@ class Run:
         import matplotlib.pyplot as plt
 
         rows = self.metrics()
-        panels = [(name, keys) for name, keys in groups.items() if any(k in r for r in rows for k in keys)]
+        logged = [k for k in dict.fromkeys(k for r in rows for k in r)
+                  if k != "step" and any(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for r in rows)]
+        panels = plot_panels(logged, groups)
         if not panels:
             return None
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-        for ax, (name, keys) in zip(axes[0], panels):
+        cols = min(3, len(panels))
+        nrows = -(-len(panels) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.4 * nrows), squeeze=False)
+        for ax, (name, keys) in zip(axes.flat, panels):
             for k in keys:
-                pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+                pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)]
                 if pts:
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, marker="o" if len(pts) < 20 else None, markersize=3, label=k)
-            ax.set_xlabel("training step")
-            ax.set_ylabel(name)
-            ax.set_title(name)
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if len(keys) > 1:
+                ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
         fig.suptitle(title)
         fig.tight_layout()
         path = os.path.join(self.dir, "curves.png")
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
 
@@ -224,6 +244,58 @@ class Run:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+# curves.png's panels, in order: (title, keys it draws, in the order tried); one quantity per panel
+PANELS = (("reward per part", lambda k: k.startswith("reward/")),
+          ("accuracy (held-out eval/, sampled train/)", lambda k: k in ("eval/accuracy", "train/accuracy")),
+          ("loss", lambda k: k.startswith("loss/")),  # one panel per loss: their scales differ
+          ("grad norm", lambda k: k == "train/grad_norm"),
+          ("entropy", lambda k: "entropy" in k),
+          ("KL", lambda k: "kl" in k.split("/")[-1] and not k.startswith("loss/")),
+          ("clip fraction", lambda k: "clip_frac" in k),
+          ("completion length (tokens)", lambda k: k == "rollout/length"),
+          ("tokens/s", lambda k: k == "perf/tokens_per_second"),
+          ("learning rate", lambda k: k in ("train/lr", "train/critic_lr")))
+
+
+def plot_panels(logged: list[str], groups: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
+    """The panels of curves.png for these logged keys: `PANELS` first (each loss on its own), then each
+    key of the algorithm's ``groups`` that none of them drew, alone on its own axis."""
+    panels: list[tuple[str, list[str]]] = []
+    drawn: set[str] = set()
+    for title, wants in PANELS:
+        keys = [k for k in logged if wants(k)]
+        if title == "loss":
+            panels += [(k, [k]) for k in keys]
+        elif keys:
+            panels.append((title, keys))
+        drawn.update(keys)
+    for name, keys in groups.items():
+        for k in keys:
+            if k in logged and k not in drawn:
+                panels.append((k if len(keys) > 1 else name, [k]))
+                drawn.add(k)
+    return panels
+
+
+def samples_markdown(step: int, rows: list[dict[str, Any]], width: int = 300) -> str:
+    """A markdown table of sampled completions (TensorBoard's text tab): task, reward, status, completion."""
+    def cell(v: Any) -> str:
+        text = str(_jsonable(v)) if v is not None else ""
+        text = text if len(text) <= width else text[:width] + "…"
+        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
+
+    lines = [f"step {step}", "", "| task | reward | status | completion |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        reward = r.get("reward")
+        lines.append(f"| {cell(r.get('task_id'))} | {reward:.3g} | {cell(r.get('status'))} | {cell(r.get('completion'))} |"
+                     if isinstance(reward, (int, float)) else
+                     f"| {cell(r.get('task_id'))} | {cell(reward)} | {cell(r.get('status'))} | {cell(r.get('completion'))} |")
+    return "\n".join(lines)
+
+
+SAMPLE_COLUMNS = ("step", "task_id", "reward", "status", "completion")
 
 
 def _jsonable(v: Any) -> Any:
