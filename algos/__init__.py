@@ -16,6 +16,17 @@ project's packages and not same-named ones from another distribution (``envs/_la
 
 __rlvr_gym__ = True  # marks rlvr-gym's package (envs/_layout.py tells it from a same-named one)
 
+import sys as _sys
+
+if _sys.argv[:1] == ["-m"]:  # python -m algos.NAME, still importing (torch takes seconds): Ctrl-C is one line
+    import signal as _signal
+
+    def _interrupted_while_starting(signum, frame):  # algos.common.run_main puts Python's own handler back
+        print("\ninterrupted while starting (importing): nothing was trained, nothing saved", file=_sys.stderr)
+        raise SystemExit(130)
+
+    _signal.signal(_signal.SIGINT, _interrupted_while_starting)
+
 from envs import _layout  # noqa: E402  (importing envs runs the check before anything imports verifiers)
 
 _layout.check_or_explain()  # also when envs was imported before a shadowing package came first

@@ -363,11 +363,23 @@ def _tool_calls(r: Rollout) -> int | None:
     return None if r.loss_mask is None else tool_results(r.loss_mask)
 
 
-def run_main(main: Callable[[list[str] | None], Any]) -> None:
-    """Entry point: a bad config, env or model is a one-line error and exit code 2, not a traceback."""
+INTERRUPTED_BEFORE_TRAINING = ("interrupted before the first training step (loading the model or the first held-out "
+                               "evaluation): nothing was trained, nothing saved")
+
+
+def run_main(main: Callable[[list[str] | None], Any], interrupted: str = INTERRUPTED_BEFORE_TRAINING) -> None:
+    """Entry point: a bad config, env or model is a one-line error and exit code 2, not a traceback.
+    Ctrl-C outside the training loop (which saves: `save_on_interrupt`) prints ``interrupted`` and exits
+    with 130. (Ctrl-C while Python is still importing torch, before this runs, is Python's own traceback.)"""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt again (see algos/__init__)
     try:
         main(None)
         dist.world().close()
+    except KeyboardInterrupt:
+        print(f"\n{interrupted}", file=sys.stderr)
+        raise SystemExit(130)
     except (cfglib.ConfigError, envs.EnvError, PolicyError, FileNotFoundError, ImportError, dist.DistError) as e:
         if dist.world().is_main or not isinstance(e, cfglib.ConfigError) or getattr(e, "rank_local", False):
             # every rank sees the same bad config (not a row too long for micro_batch_tokens: that one rank's data)
@@ -422,7 +434,14 @@ def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_befor
     and the before/after line. ``save(step, state)`` replaces the plain checkpoint (PPO adds
     its critic)."""
     run, cfg = s.run, s.cfg
-    ev = evaluate(s) if s.env is not None else None
+    try:
+        ev = evaluate(s) if s.env is not None else None
+    except KeyboardInterrupt:  # the steps are trained: save them, then stop in one line
+        path = save(step, state) if save else run.save_checkpoint(step, s.model, s.tokenizer, optimizer, state)
+        run.close()
+        say(f"\ninterrupted during the final held-out evaluation: saved {path}; evaluate it with python -m "
+            f"algos.evaluate policy.model={path}")
+        raise SystemExit(130)
     wall = time.time() - t_start
     if ev is not None:
         run.log(step, eval_metrics(ev))

@@ -555,4 +555,5 @@ def reverify(rows: list[dict[str, Any]], env_objs: dict[str, Any]) -> list[dict[
 if __name__ == "__main__":
     from algos.common import run_main  # the trainers' one-line errors (and exit 3 for a sandbox or server down)
 
-    run_main(main)
+    run_main(main, interrupted="interrupted: the samples so far are kept in out=/samples.jsonl; run the same command "
+                               "again to continue")

@@ -12,11 +12,10 @@ turns run out (reward of the last attempt).
 
 from __future__ import annotations
 
-import gzip
-import json
+import os
 from typing import Any
 
-from envs.core import SPLITS, EnvError, Task, TaskSource, TextEnv, content_split
+from envs.core import SPLITS, EnvError, Task, TaskSource, TextEnv, content_split, not_found_locally, read_jsonl, where
 from verifiers.code import CodeVerifier
 from verifiers.rewards import Rubric
 
@@ -24,12 +23,12 @@ CODE_INSTRUCTION = "Complete the Python function. Reply with the code in a ```py
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    opener = gzip.open if path.endswith(".gz") else open
+    if not os.path.exists(os.path.expanduser(path)):
+        raise not_found_locally(path)
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return read_jsonl(os.path.expanduser(path))  # a bad line: its file and number
     except OSError as e:
-        raise EnvError(f"cannot read {path!r}: {e}") from None
+        raise EnvError(f"cannot read {where(path)}: {e}") from None
 
 
 def humaneval_path() -> str:

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import random
 from typing import Any, Literal, Sequence, Union
 
@@ -266,6 +267,71 @@ class TextEnv(gymnasium.Env):
             return f"task: {self._task.prompt if self._task else '(none)'}"
         action, result = self._last
         return f"completion: {action}\nreward: {result.reward:.3f} {result.parts}"
+
+
+def looks_local(path: str) -> bool:
+    """A path rather than a hub name: it holds a path separator or starts with ``.``, ``~`` or ``/``
+    (hub names are ``owner/name``: one slash, neither part a dot). Such a path is never looked up on the hub."""
+    p = os.path.expanduser(path)
+    if p.startswith((".", "/", "~")) or os.sep != "/" and os.sep in p:
+        return True
+    parts = p.split("/")
+    return len(parts) > 2 or os.path.exists(p) or os.path.splitext(p)[1] in (".jsonl", ".json", ".parquet", ".csv", ".gz")
+
+
+def where(path: str) -> str:
+    """``path`` as an error message shows it: relative paths with their absolute form (relative to the
+    current directory)."""
+    full = os.path.abspath(os.path.expanduser(path))
+    return path if full == path else f"{path} ({full}, relative to the current directory)"
+
+
+def path_hint(name: str, example: str) -> str:
+    """How to give an environment's data file, under each command's key for it."""
+    return (f"env.path=DIR_OR_FILE (e.g. env.path={where(example)}; in algos.evaluate with several environments "
+            f"env.{name}.path=, in a tax suite tax_options={{{name}.path: ...}})")
+
+
+def not_found_locally(path: str) -> EnvError:
+    return EnvError(f"not found locally: {where(path)} does not exist (a path is never looked up on the hub)")
+
+
+def check_json_lines(path: str) -> None:
+    """Raise `EnvError` naming the file and line of the first line of a JSON-lines file that is not a
+    JSON object (a ``.json`` file that is one JSON document passes)."""
+    import gzip
+    import json
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith(".json") and text.lstrip()[:1] in ("[", "{"):
+        try:
+            json.loads(text)
+            return  # one JSON document
+        except json.JSONDecodeError:
+            pass  # JSON lines, perhaps
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise EnvError(f"{where(path)}, line {n}: not valid JSON ({e.msg} at column {e.colno}): {line.strip()[:60]!r}; "
+                           f"fix or delete that line") from None
+        if not isinstance(row, dict):
+            raise EnvError(f"{where(path)}, line {n}: a JSON line must be an object {{...}}, got {type(row).__name__}")
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file (``.gz`` too); a malformed line is an `EnvError` naming file and line."""
+    import gzip
+    import json
+
+    check_json_lines(path)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 @contextlib.contextmanager

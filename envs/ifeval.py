@@ -28,7 +28,8 @@ import os
 import re
 from typing import Any
 
-from envs.core import EnvError, Task, TaskSource, TextEnv, content_split, item_rng, quiet_hub
+from envs.core import (EnvError, Task, TaskSource, TextEnv, content_split, item_rng, looks_local, not_found_locally,
+                        path_hint, quiet_hub, read_jsonl)
 from verifiers import ifeval as ifv
 from verifiers.format import FormatVerifier
 from verifiers.rewards import Rubric
@@ -564,8 +565,9 @@ def read_ifeval(path: str) -> list[dict[str, Any]]:
     if os.path.isdir(path):
         path = os.path.join(path, "input_data.jsonl")
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = read_jsonl(path)  # a bad line: its file and number
+    elif looks_local(path):
+        raise not_found_locally(path)
     else:
         try:
             import datasets
@@ -574,7 +576,7 @@ def read_ifeval(path: str) -> list[dict[str, Any]]:
                 rows = list(datasets.load_dataset(path, split="train"))
         except Exception as e:  # noqa: BLE001 - no hub, no such dataset: one clear line
             raise EnvError(f"cannot load IFEval from {path!r} ({type(e).__name__}): give a local copy with "
-                           f"env.path=DIR_OR_FILE (e.g. env.path=../shared/data/ifeval)") from None
+                           f"{path_hint('ifeval', '../shared/data/ifeval')}") from None
     need = ("prompt", "instruction_id_list", "kwargs")
     if not rows or any(k not in rows[0] for k in need):
         raise EnvError(f"{path!r} is not IFEval data: rows need {need}")

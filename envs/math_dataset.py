@@ -17,7 +17,8 @@ import os
 import re
 from typing import Any
 
-from envs.core import FORMAT_INSTRUCTION, SPLITS, EnvError, Task, TaskSource, TextEnv, quiet_hub
+from envs.core import (FORMAT_INSTRUCTION, SPLITS, EnvError, Task, TaskSource, TextEnv, check_json_lines, looks_local,
+                        not_found_locally, path_hint, quiet_hub, where)
 from envs.math_procedural import math_rubric
 from verifiers.math import _last_braced
 
@@ -44,12 +45,22 @@ def _load(path: str, name: str | None, split: str):
     import datasets  # imported here: the procedural envs do not need it
 
     datasets.disable_progress_bars()
+    path = os.path.expanduser(path)
     if os.path.isfile(path):
         ext = path.rsplit(".", 1)[-1]
         builder = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(ext)
         if builder is None:
-            raise EnvError(f"cannot read {path!r}: use a .jsonl, .json, .parquet or .csv file, or a folder")
+            raise EnvError(f"cannot read {where(path)}: use a .jsonl, .json, .parquet or .csv file, or a folder")
+        if builder == "json":
+            check_json_lines(path)  # the file and line of a bad line, not pyarrow's traceback
         return datasets.load_dataset(builder, data_files={split: path}, split=split)
+    if os.path.isdir(path):
+        for root, _, files in os.walk(path):
+            for f in sorted(files):
+                if f.endswith((".jsonl", ".json", ".jsonl.gz")) and not f.startswith("."):
+                    check_json_lines(os.path.join(root, f))
+    elif looks_local(path):  # a path, not a hub name: say so at once (no hub retries)
+        raise not_found_locally(path)
     try:
         with quiet_hub():
             d = datasets.load_dataset(path, name) if name else datasets.load_dataset(path)
@@ -57,7 +68,7 @@ def _load(path: str, name: str | None, split: str):
         raise EnvError(f"dataset {path!r} not found: give a local folder/file or a hub name ({e})") from e
     except (ConnectionError, OSError) as e:  # no hub here (requests' ConnectionError is an OSError too)
         raise EnvError(f"cannot load {path!r} from the Hugging Face hub ({type(e).__name__}): give a local copy "
-                       f"with env.path=DIR_OR_FILE (e.g. env.path=../shared/data/gsm8k)") from None
+                       f"with {path_hint('gsm8k', '../shared/data/gsm8k')}") from None
     if split not in d:
         raise EnvError(f"dataset {path!r} has splits {list(d)}, not {split!r}; set env.train_split / env.heldout_split")
     return d[split]

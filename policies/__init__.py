@@ -81,6 +81,7 @@ def load_model(cfg: PolicyConfig, lora: Any = None) -> tuple[Any, Any]:
         if resolve_model_path(cfg.model) and not os.path.isdir(path):
             raise FileNotFoundError(f"the shipped checkpoint {cfg.model!r} is missing at {path}; reinstall, or rebuild it "
                                     f"with the command in README.md ('Cold-start checkpoint')")
+        check_local_model(path, cfg.model)
         try:
             tok = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -93,6 +94,23 @@ def load_model(cfg: PolicyConfig, lora: Any = None) -> tuple[Any, Any]:
     tok.padding_side = "left"
     model = model.to(device=device, dtype=dtype)
     return (lora_mod.attach(model, lora, base=cfg.model) if training_lora else model), tok
+
+
+def check_local_model(path: str, model: str) -> None:
+    """A model named by a path (a separator, or a leading ``.``, ``~`` or ``/``) must be a checkpoint folder
+    here: a missing path or a folder without config.json is a `PolicyError` at once, with the absolute
+    path (relative paths are relative to the current directory), never a hub lookup."""
+    from policies.base import PolicyError
+
+    full = os.path.abspath(os.path.expanduser(path))
+    shown = model if full == model else f"{model!r} ({full}, relative to the current directory)"
+    if os.path.isdir(full):
+        if not os.path.isfile(os.path.join(full, "config.json")):
+            what = "is empty" if not os.listdir(full) else "has no config.json"
+            raise PolicyError(f"policy.model={shown}: the folder {what}; give a checkpoint folder written by "
+                              f"save_pretrained (config.json and weights), a .gguf file, or a hub name")
+    elif model.startswith((".", "/", "~")) or os.sep in model.strip("/") and model.count("/") > 1:
+        raise PolicyError(f"policy.model={shown}: not found locally (a path is never looked up on the hub)")
 
 
 def load(cfg: PolicyConfig, lora: Any = None) -> tuple[Policy, Any, Any]:

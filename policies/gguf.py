@@ -52,7 +52,14 @@ def resolve(model: str) -> str | None:
         return converted(known_gguf(model))
     if model.endswith(".gguf"):
         if not os.path.isfile(model):
-            raise FileNotFoundError(f"policy.model={model!r}: no such GGUF file")
+            raise FileNotFoundError(f"policy.model={model!r}: no such GGUF file ({os.path.abspath(model)})")
+        with open(model, "rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            from policies.base import PolicyError
+
+            raise PolicyError(f"policy.model={model!r} is not a GGUF file (it starts with {magic!r}, not b'GGUF'); "
+                              f"give a .gguf model file, or a checkpoint folder")
         return converted(model)
     return None
 

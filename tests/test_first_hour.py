@@ -25,7 +25,8 @@ def one_line_error(p: subprocess.CompletedProcess, code: int = 2) -> str:
     """The process failed with ``code`` and said why in exactly one line on stderr, no traceback."""
     assert p.returncode == code, (p.returncode, p.stderr[-3000:])
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
-    lines = [line for line in p.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+    lines = [line for line in p.stderr.replace("\r", "\n").splitlines()
+             if line.strip() and not line.startswith("warning:") and "%|" not in line]  # progress bars aside
     assert len(lines) == 1, p.stderr[-3000:]
     return lines[0]
 
@@ -115,3 +116,58 @@ def test_an_evaluation_folder_belongs_to_one_model(tmp_path):
     p = cli("algos.evaluate", *args, "policy.model=tiny", "overwrite=true")
     assert p.returncode == 0 and "already evaluated" not in p.stderr
     assert "policy.model: tiny\n" in open(os.path.join(out, "eval_config.yaml")).read()
+
+
+# ---------------------------------------------------------------------------- 6. files
+
+
+def test_bad_files_are_one_line_each(tmp_path):
+    import time
+
+    bad = tmp_path / "prefs.jsonl"
+    bad.write_text('{"prompt": "1+1?", "chosen": "2", "rejected": "3"}\n{"prompt": "2+2?", "chosen": "4",\n')
+    line = one_line_error(cli("algos.dpo", f"data={bad}", "steps=1"))
+    assert f"{bad}, line 2: not valid JSON" in line
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text('{"prompt": "a", "response": "b"}\n\n[1, 2]\n')
+    assert f"{sft}, line 3: a JSON line must be an object" in one_line_error(cli("algos.sft", f"data={sft}", "steps=1"))
+    ifeval = tmp_path / "ifeval.jsonl"
+    ifeval.write_text("not json\n")
+    assert "ifeval.jsonl, line 1: not valid JSON" in one_line_error(
+        cli("algos.evaluate", "env=ifeval", f"env.path={ifeval}", "tasks=1", f"out={tmp_path / 'e'}"))
+    t0 = time.time()  # a missing local file: at once, never a hub lookup
+    line = one_line_error(cli("algos.sft", "data=./no/such/data.jsonl", "steps=1", cwd=str(tmp_path)))
+    assert "not found locally" in line and f"{tmp_path}/no/such/data.jsonl, relative to the current directory" in line
+    line = one_line_error(cli("algos.evaluate", "env=gsm8k", "env.path=../missing_gsm8k", "tasks=1", cwd=str(tmp_path),
+                              env={"HF_HUB_OFFLINE": "0"}))
+    assert "not found locally" in line and os.path.join(os.path.dirname(str(tmp_path)), "missing_gsm8k") in line
+    assert time.time() - t0 < 60  # two processes, no hub retries (29 s each before)
+    empty = tmp_path / "model"
+    empty.mkdir()
+    line = one_line_error(cli("algos.evaluate", f"policy.model={empty}", "tasks=1", f"out={tmp_path / 'e2'}"))
+    assert "the folder is empty" in line and "config.json" in line
+    fake = tmp_path / "model.gguf"
+    fake.write_text("<html>not a model</html>")
+    line = one_line_error(cli("algos.evaluate", f"policy.model={fake}", "tasks=1", f"out={tmp_path / 'e3'}"))
+    assert "is not a GGUF file" in line
+
+
+# ---------------------------------------------------------------------------- 7. Ctrl-C before training
+
+
+@pytest.mark.parametrize("delay", [1.0, 8.0])  # importing / loading the model or the first held-out evaluation
+def test_ctrl_c_before_training_is_one_line(tmp_path, delay):
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "algos.grpo", "steps=1", "heldout_size=500", f"out={tmp_path / 'r'}"],
+                         cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    last = [line for line in err.replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert last.startswith("interrupted") and "nothing was trained, nothing saved" in last
+    assert not os.path.isdir(tmp_path / "r" / "checkpoints")
