@@ -35,8 +35,10 @@ API key a 401, an unknown route 404; 500 is left for the server's own bugs.
 Scheduling: requests interleave one decode step at a time. Concurrent requests with the same
 sampling options that arrive within ``batch_wait_ms`` of the first run as one batch (at most
 ``policy.max_batch_size`` rows per forward pass); seeded requests batch only with the same seed
-(greedy ones ignore the seed). The batches in flight take turns step by step, so a short request
-finishes in its own number of steps while a long one runs. Not implemented: continuous batching
+(greedy ones ignore the seed). The batches in flight take turns step by step, the one with the
+fewest steps left first, and none waits more than ``MAX_SKIP`` (3) turns: a short request finishes
+in about its own number of steps while a long one runs, and a long one keeps at least a quarter of
+the steps under a stream of short ones. Not implemented: continuous batching
 (rows of different requests in one forward pass) and prefix caching; a batch's rows share a
 forward pass only with rows of the requests it started with.
 
@@ -75,6 +77,7 @@ from typing import Any, Callable
 
 from policies.base import PolicyError, SamplingParams
 
+MAX_SKIP = 3  # a batch in flight gets at least one decode step in MAX_SKIP + 1
 LOGPROBS_DISTRIBUTION = "tempered"  # log_softmax(logits / T) before top-k/top-p truncation
 
 
@@ -216,6 +219,8 @@ class Job:
 
     requests: list[Request]
     steps: Any
+    left: int  # decode steps it may still take (max_tokens per chunk of rows): its place in the queue
+    skipped: int = 0  # scheduler turns since its last step
 
 
 class Server:
@@ -319,8 +324,9 @@ class Server:
         batch = [r for r in self.pending if r.params == key]
         self.pending = [r for r in self.pending if r.params != key]
         steps = self.engine.generate_steps([p for r in batch for p in r.prompts], key, abort=lambda: self.abort)
+        chunks = -(-sum(r.rows for r in batch) // max(1, getattr(self.engine, "max_batch_size", 1 << 30)))
         with self.state:
-            self.active.append(Job(batch, steps))
+            self.active.append(Job(batch, steps, (key.max_new_tokens + 1) * chunks))
         self.batches += 1
 
     def _step(self, job: Job) -> None:
@@ -365,8 +371,18 @@ class Server:
                 except queue.Empty:
                     pass
                 continue
-            for job in list(self.active):
-                self._step(job)
+            self._step(self._next())
+
+    def _next(self) -> Job:
+        """The batch to step: the one with the fewest steps left (shortest remaining first, so a short
+        request is not held behind a long one), unless one has waited ``MAX_SKIP`` turns (no starvation:
+        every batch gets at least one step in ``MAX_SKIP + 1``)."""
+        starved = [j for j in self.active if j.skipped >= MAX_SKIP]
+        job = starved[0] if starved else min(self.active, key=lambda j: j.left)
+        for j in self.active:
+            j.skipped = 0 if j is job else j.skipped + 1
+        job.left -= 1
+        return job
 
     # ------------------------------------------------------------------ weights
     def load_weights(self, path: str, version: int) -> dict[str, Any]:
