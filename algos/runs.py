@@ -139,7 +139,8 @@ class Run:
         collective = w.distributed and not self.solo
         full = dist.full_model(model, w) if collective else model
         opt_state = dist.optimizer_state(model, optimizer) if optimizer is not None else None
-        rngs = w.gather([rng_state()]) if collective else None
+        # every rank's RNG (a world of one: its own; an interrupt under data parallel: rank 0 cannot reach the others)
+        rngs = w.gather([rng_state()]) if collective else None if w.distributed else [rng_state()]
         if self.writer:
             self._write_checkpoint(path, step, full, tokenizer, opt_state, state, rngs, extra, keep)
         if collective:

@@ -174,3 +174,21 @@ def test_dpo_crash_then_resume(tmp_path, monkeypatch):
             "warmup_steps=1", "save_every=2", "epochs=1"]
     a, b, _ = interrupted_then_resumed(dpo, args, tmp_path, "loss/dpo", 3, Crash("boom"), monkeypatch, 6, "step-2")
     same(a, b, ("loss/dpo", "pref/accuracy", "pref/reward_margin", "train/grad_norm"))
+
+
+def test_one_process_checkpoint_keeps_its_rank_rng(tmp_path):
+    """One process saves the RNG of its one rank as rng_per_rank (it saved None, so a resume could not tell a
+    one-process checkpoint from one that lost its ranks' states)."""
+    import torch
+
+    from algos.runs import load_trainer_state, rng_state
+    from policies import PolicyConfig, load_model
+
+    model, tok = load_model(PolicyConfig(model="tiny-sft"))
+    run = Run("grpo", "math", grpo.GRPOConfig(), out=str(tmp_path / "r"))
+    torch.manual_seed(123)
+    want = rng_state()
+    st = load_trainer_state(run.save_checkpoint(1, model, tok, None, {}))
+    run.close()
+    assert isinstance(st["rng_per_rank"], list) and len(st["rng_per_rank"]) == 1
+    assert torch.equal(st["rng_per_rank"][0]["torch"], want["torch"])
