@@ -40,6 +40,7 @@ from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, fi
 from algos import microbatch
 from algos.preference import LossSettings, kto_step, load_preference_data, pair_step
 from policies import lora
+from policies.hf import train_without_dropout
 
 
 @dataclasses.dataclass
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             mb = [rows[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
             local = w.strided(mb)  # this rank's rows of the minibatch (all of them in one process)
             # -------------------------------------------------------------- loss and update
-            model.train()
+            train_without_dropout(model)  # no dropout: the policy's logprobs compare with the reference's (eval)
             set_lr(opt, lr_at(cfg, cfg.lr, step, total))
             if cfg.loss == "kto":
                 gn, loss_val, stats = kto_step(opt, model, ref, local, tok.pad_token_id, settings, limits, cfg.grad_clip,

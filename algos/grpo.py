@@ -50,7 +50,7 @@ from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, fi
                           log_samples, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
                           sync_engine, update, lr_at)
 from policies import SamplingParams
-from policies.hf import token_logprobs
+from policies.hf import token_logprobs, train_without_dropout
 
 
 @dataclasses.dataclass
@@ -187,7 +187,7 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
     rows = rollout_rows([r for ro, _ in groups for r in ro], adv, cfg)
     stats: dict[str, list[float]] = {"loss/policy": [], "loss/kl": [], "policy/entropy": [], "policy/clip_frac": [],
                                      "train/grad_norm": []}
-    model.train()
+    train_without_dropout(model)  # the loss's logprobs are the sampler's: no dropout
     n, nmb = len(rows), cfg.minibatches
     mb = max(1, math.ceil(n / nmb))
     limits = microbatch.Limits.of(cfg)

@@ -39,6 +39,7 @@ from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, fi
 from algos import microbatch
 from algos.preference import LossSettings, Pair, build_pairs, pair_step
 from policies import SamplingParams
+from policies.hf import train_without_dropout
 
 
 @dataclasses.dataclass
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pairs = w.gather(pairs)  # every rank trains on its rows of the same minibatches of all ranks' pairs
             metrics["pref/pairs"] = len(pairs)
             # -------------------------------------------------------------- train on the round's pairs
-            model.train()
+            train_without_dropout(model)  # no dropout: the policy's logprobs compare with the reference's (eval)
             shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
             stats: dict[str, list[float]] = {}
             for _ in range(cfg.epochs):

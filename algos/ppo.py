@@ -38,7 +38,7 @@ from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, fi
                           log_samples, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
                           sync_engine, lr_at)
 from policies import SamplingParams, lora
-from policies.hf import Batch, _positions, token_logprobs
+from policies.hf import Batch, _positions, token_logprobs, train_without_dropout
 
 
 @dataclasses.dataclass
@@ -229,8 +229,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows = rows.with_values({"adv": microbatch.unpad(adv, lens), "returns": microbatch.unpad(returns, lens),
                                      "old_values": microbatch.unpad(old_values, lens)})
             # -------------------------------------------------------------- PPO epochs over minibatches
-            model.train()
-            critic.train()
+            train_without_dropout(model)  # the loss's logprobs and values are the sampler's: no dropout
+            train_without_dropout(critic)
             for o, lr in ((opt, cfg.lr), (copt, cfg.critic_lr)):
                 set_lr(o, lr_at(cfg, lr, step, cfg.steps))
             n = len(rollouts)

@@ -589,3 +589,21 @@ def enable_activation_checkpointing(model: Any) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+
+
+def train_without_dropout(model: Any) -> Any:
+    """Training mode with the model's own dropout off: ``model.train()`` (activation checkpointing, which
+    transformers runs in training mode only, stays on), then every ``nn.Dropout`` and every module with an
+    ``attention_dropout`` (transformers' attention applies it in training mode only) back in eval mode. The
+    training forward is then the sampling one, so the loss's logprobs are the sampler's (RL's ratios and
+    KL assume it; TRL's ``disable_dropout`` does the same). LoRA's own dropout (``lora.dropout``, an explicit
+    choice) is left on. Returns the model."""
+    import torch.nn as nn
+
+    model.train()
+    for name, m in model.named_modules():
+        if "lora_" in name:
+            continue
+        if isinstance(m, nn.modules.dropout._DropoutNd) or isinstance(getattr(m, "attention_dropout", None), float):
+            m.eval()
+    return model
