@@ -15,9 +15,12 @@ they would to vLLM, and a trainer can use either (``policy.engine=server``):
 * ``GET /v1/models``, ``GET /health`` (status, whether paused and for how long, weights version,
   rows in flight, decode steps run, requests cancelled).
 * Weight sync (``policies.weight_sync``): ``GET /weights`` (version and checksum of the weights
-  being served), ``POST /weights/load`` ``{"path": FILE.safetensors, "version": N}`` (waits for
-  the generation in flight, loads, answers with the new version and the checksum of what it
-  loaded), ``POST /pause`` ``{"timeout": S, "mode": "wait"|"abort"}`` and ``POST /resume``. A pause
+  being served), ``POST /weights/load`` ``{"path": FILE.safetensors, "version": N, "checksum": C}``
+  (reads and checks the file into a staging copy: names, shapes, and the trainer's checksum ``C``, else
+  the file's ``rlvr_checksum`` metadata; then waits for the generation in flight and swaps the weights
+  in; answers with the new version and the checksum of what it serves. A file that fails any check is
+  a 400 naming why, and the weights, version and checksum served before stay: never half-loaded),
+  ``POST /pause`` ``{"timeout": S, "mode": "wait"|"abort"}`` and ``POST /resume``. A pause
   holds new generation; ``mode=abort`` also ends the generation in flight at its next step, its
   choices answered with what they have and ``finish_reason: "abort"`` (vLLM's). A pause expires
   after ``timeout`` seconds (default ``pause_timeout``), so a trainer that pauses and dies does not
@@ -385,23 +388,24 @@ class Server:
         return job
 
     # ------------------------------------------------------------------ weights
-    def load_weights(self, path: str, version: int) -> dict[str, Any]:
-        from safetensors.torch import load_model
+    def load_weights(self, path: str, version: int, checksum: str | None = None) -> dict[str, Any]:
+        """Stage, verify, swap (`policies.weight_sync.stage` / `swap`): the file is read and checked before
+        generation is held, so a bad file costs the requests in flight nothing and changes nothing."""
+        from policies.weight_sync import WeightLoadError, stage, swap
 
-        from policies.weight_sync import weights_checksum
-
+        try:
+            staged, served = stage(self.model, path, checksum)
+        except WeightLoadError as e:
+            raise BadRequest(f"{e}; still serving version {self.version} (checksum {self.checksum})", "path",
+                             "load_failed") from None
         with self.state:  # after the generation in flight, before the next
             self.loading += 1
             while self.active:
                 self.state.wait(0.05)
         try:
             with self.lock:
-                try:
-                    load_model(self.model, path, strict=True)
-                except (OSError, RuntimeError, ValueError) as e:
-                    raise BadRequest(f"cannot load {path}: {e}", "path", "load_failed") from None
-                self.version = int(version)
-                self.checksum = weights_checksum(self.model)
+                swap(self.model, staged)
+                self.version, self.checksum = int(version), served
                 return {"version": self.version, "checksum": self.checksum}
         finally:
             with self.state:
@@ -588,7 +592,8 @@ def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 if self.path == "/weights/load":
                     if not isinstance(body.get("path"), str) or not isinstance(body.get("version"), int):
                         raise BadRequest("/weights/load needs {path: string, version: integer}", "path", "invalid_type")
-                    return self._send(200, server.load_weights(body["path"], body["version"]))
+                    checksum = _get(body, "checksum", str, None)
+                    return self._send(200, server.load_weights(body["path"], body["version"], checksum))
                 if self.path == "/pause":
                     timeout = float(_get(body, "timeout", (int, float), cfg.pause_timeout))
                     mode = _get(body, "mode", str, "wait")

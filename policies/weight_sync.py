@@ -6,13 +6,19 @@ and a mismatch is a ``WeightSyncError``, never silence (the field's most reporte
 generation engine that quietly kept stale or half-loaded weights).
 
 * ``filesystem`` (``FilesystemSync``): the weights as one safetensors file in a folder every
-  server can read (``policy.sync_dir``; the same machine, or a shared filesystem), then
-  ``POST /weights/load`` on each server. Works with ``python -m policies serve`` everywhere.
+  server can read (``policy.sync_dir``; the same machine, or a shared filesystem), its checksum in the
+  file's metadata (``rlvr_checksum``), then ``POST /weights/load`` with the checksum on each server. The
+  server stages the file (`stage`: read whole, names and shapes checked, checksum verified) and only
+  then swaps it in (`swap`), so a corrupt, partial or other file is refused with the reason and the
+  old weights keep serving under their version and checksum; a refusal is a ``WeightSyncError``
+  naming the replica. Works with ``python -m policies serve`` everywhere.
 * ``nccl`` (``NCCLSync``): vLLM's native weight transfer (``vllm serve
   --weight-transfer-config '{"backend": "nccl"}'``): the trainer joins an NCCL group with the
   servers' workers (``/init_weight_transfer_engine``) and broadcasts every tensor on each update
   (``/start_weight_update``, ``/update_weights``, ``/finish_weight_update``), then sets and reads
-  back the version (``/update_weight_version``, ``/weight_info``). GPU only; written against
+  back the version (``/update_weight_version``, ``/weight_info``): the version handshake after every
+  transfer, a mismatch a ``WeightSyncError``; the transfer itself is bounded by the same timeout as every
+  HTTP call (`_bounded`). No checksum: vLLM's routes do not expose one. GPU only; written against
   vLLM 0.33's ``vllm.distributed.weight_transfer`` API, not run here (no GPU).
 
 A LoRA model (``lora.r > 0``) is sent merged: each adapted layer's W + (alpha / r) B A under the
@@ -29,7 +35,7 @@ import tempfile
 from typing import Any, Sequence
 
 from policies import lora
-from policies.base import PolicyError
+from policies.base import PolicyError, ServerDown
 
 
 class WeightSyncError(RuntimeError):
@@ -37,20 +43,93 @@ class WeightSyncError(RuntimeError):
 
 
 def weights_checksum(model: Any) -> str:
-    """BLAKE2b of every tensor of the state dict (names sorted, as float32 bytes; a LoRA model's
+    """The digest of every tensor of the state dict (names sorted, as float32 bytes; a LoRA model's
     merged one): what the trainer sent and what the server loaded hash alike only if they are equal,
-    bit for bit."""
+    bit for bit. See `_checksum` for the digest."""
     return _checksum(lora.merged_state_dict(model))
 
 
 def _checksum(sd: dict[str, Any]) -> str:
+    """``xxh128:`` and xxHash's XXH3-128 of the names and float32 bytes (the ``server`` extra's ``xxhash``),
+    else ``blake2b:`` and BLAKE2b-128. XXH3 is not cryptographic: it guards against corrupt, partial or
+    stale weights, not against someone forging a file (the API key guards the routes). It hashes at memory
+    speed where BLAKE2b took ~30 s a side for a 7B model (bench/weights_checksum.py). Float32 tensors are
+    hashed in place (no copy). Both sides name their digest, so a trainer and a server that differ in it
+    disagree in a readable way."""
     import torch
 
-    h = hashlib.blake2b(digest_size=16)
+    try:
+        import xxhash
+
+        h: Any = xxhash.xxh3_128()
+        algo = "xxh128"
+    except ImportError:
+        h, algo = hashlib.blake2b(digest_size=16), "blake2b"
     for name, t in sorted(sd.items()):
         h.update(name.encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
+        a = t.detach().to("cpu", torch.float32).contiguous().numpy()
+        h.update(memoryview(a).cast("B") if a.size else b"")
+    return f"{algo}:{h.hexdigest()}"
+
+
+class WeightLoadError(ValueError):
+    """A weights file a server cannot serve (unreadable, other names or shapes, another checksum than
+    the trainer's); the weights served before stay."""
+
+
+CHECKSUM_KEY = "rlvr_checksum"  # the safetensors metadata key: the trainer's checksum of the weights in the file
+
+
+def stage(model: Any, path: str, expected: str | None = None) -> tuple[dict[str, Any], str]:
+    """The weights of ``path`` (safetensors) made ready to replace ``model``'s, without touching it:
+    read whole, checked name by name and shape by shape against the model's state dict (tied weights:
+    one copy on disk, as safetensors' ``save_model`` writes them), converted to each tensor's dtype,
+    and hashed. ``expected`` (the trainer's checksum; else the file's own ``rlvr_checksum`` metadata, if
+    any) must equal the checksum of the file's tensors. Returns (the staged state dict, the checksum of
+    the weights as they will be served). Any problem is a `WeightLoadError` naming it."""
+    from safetensors import safe_open
+    from safetensors.torch import _remove_duplicate_names, load_file
+
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(path)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError, OSError, ValueError...
+        raise WeightLoadError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    current = model.state_dict()
+    aliases = _remove_duplicate_names(current, preferred_names=list(state))
+    alias_of = {d: kept for kept, dropped in aliases.items() for d in dropped}
+    source = {n: alias_of.get(n, n) for n in current}  # each served name -> the file's name holding it
+    missing = sorted(n for n, src in source.items() if src not in state)
+    unexpected = sorted(set(state) - set(source.values()))
+    if missing or unexpected:
+        raise WeightLoadError(f"{path} does not hold this model's weights: missing {missing[:5]}"
+                              f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                              f"{'...' if len(unexpected) > 5 else ''}")
+    for n, src in source.items():
+        if tuple(state[src].shape) != tuple(current[n].shape):
+            raise WeightLoadError(f"{path}: {src} has shape {tuple(state[src].shape)}, the model's "
+                                  f"{n} {tuple(current[n].shape)}")
+    want = expected or meta.get(CHECKSUM_KEY)
+    on_disk = {n: state[src] for n, src in source.items()}
+    if want is not None:
+        got = _checksum(on_disk)
+        if got != want:
+            raise WeightLoadError(f"{path}'s weights hash to {got}, the trainer's to {want}: a corrupt, partly "
+                                  f"written or other file")
+    staged = {n: t.to(current[n].dtype) for n, t in on_disk.items()}
+    same = all(t.dtype == on_disk[n].dtype for n, t in staged.items())
+    return staged, (got if want is not None and same else _checksum(staged))
+
+
+def swap(model: Any, staged: dict[str, Any]) -> None:
+    """Copy the staged weights (`stage`: names and shapes checked) into ``model``'s tensors. The caller
+    holds generation off while it runs (the server's lock), so no forward pass sees a mix."""
+    import torch
+
+    with torch.no_grad():
+        for n, t in model.state_dict().items():
+            t.copy_(staged[n])
 
 
 class FilesystemSync:
@@ -76,18 +155,22 @@ class FilesystemSync:
         for kept, dropped in _remove_duplicate_names(disk).items():  # tied weights: one copy on disk, as
             for name in dropped:  # safetensors' save_model writes it (the server loads with load_model)
                 del disk[name]
-        save_file({k: v.contiguous() for k, v in disk.items()}, tmp, metadata={"format": "pt"})
+        save_file({k: v.contiguous() for k, v in disk.items()}, tmp, metadata={"format": "pt", CHECKSUM_KEY: want})
         os.replace(tmp, path)
         for i in replicas:
             self.post(i, "/pause", {})
             try:
-                got = self.post(i, "/weights/load", {"path": os.path.abspath(path), "version": version})
+                got = self.post(i, "/weights/load", {"path": os.path.abspath(path), "version": version, "checksum": want})
+            except ServerDown:
+                raise
+            except RuntimeError as e:  # the server refused the file (400, the reason): it serves what it served
+                raise WeightSyncError(f"replica {i} did not load version {version}: {e}") from None
             finally:
                 self.post(i, "/resume", {})
             if got.get("version") != version or got.get("checksum") != want:
                 raise WeightSyncError(f"replica {i} serves version {got.get('version')} with checksum "
-                                      f"{str(got.get('checksum'))[:12]} after loading version {version} "
-                                      f"(the trainer's checksum is {want[:12]})")
+                                      f"{str(got.get('checksum'))[:19]} after loading version {version} "
+                                      f"(the trainer's checksum is {want[:19]})")
         if self._last and self._last != path and os.path.exists(self._last):
             os.remove(self._last)
         self._last = path
@@ -130,7 +213,7 @@ class NCCLSync:
         for i, eng in zip(replicas, self._engines):
             requests.post(f"{self.urls[i]}/pause", timeout=self.timeout).raise_for_status()
             try:
-                eng.send_weights()
+                _bounded(eng.send_weights, self.timeout, f"the NCCL transfer of version {version} to {self.urls[i]}")
                 requests.post(f"{self.urls[i]}/update_weight_version", json={"new_version": str(version)},
                               timeout=self.timeout).raise_for_status()
             finally:
@@ -139,3 +222,27 @@ class NCCLSync:
             if str(got) != str(version):
                 raise WeightSyncError(f"{self.urls[i]} reports weight version {got!r} after the update to {version}")
         return weights_checksum(model)
+
+
+def _bounded(fn: Any, timeout: float, what: str) -> Any:
+    """``fn()`` with a deadline: a collective that never returns (a dead peer in the NCCL group) becomes a
+    `WeightSyncError` after ``timeout`` seconds instead of a hang (the stuck thread is left to the process's
+    exit, which the trainer takes next: a checkpoint and one line)."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["out"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller as it is
+            box["err"] = e
+
+    t = threading.Thread(target=run, daemon=True, name="weight-sync")
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise WeightSyncError(f"{what} did not finish in {timeout:g} s (policy.request_timeout)")
+    if "err" in box:
+        raise box["err"]
+    return box.get("out")
