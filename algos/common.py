@@ -26,7 +26,7 @@ from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything
 from policies import PolicyConfig, Rollout, SamplingParams, load
 from policies.hf import return_freed_memory
 from policies.lora import LoRAConfig
-from policies.base import PolicyError, ServerDown
+from policies.base import PolicyError, ServerDown, WeightSyncError
 from verifiers.code import SandboxDown, raise_if_sandbox_down
 
 
@@ -309,12 +309,14 @@ def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: Sampli
     if hasattr(engine, "sleep"):  # vLLM: free its GPU memory for the update that follows
         engine.sleep()
     rollouts = [r for rs in outs for r in rs]
-    served = getattr(engine, "version", None)  # generation servers: every rollout from the weights last pushed
-    if check_version and served is not None and any(r.version is not None and r.version != served for r in rollouts):
-        from policies.weight_sync import WeightSyncError
-
-        raise WeightSyncError(f"rollouts from weights version {sorted({r.version for r in rollouts})}, but the trainer "
-                              f"pushed version {served}: a server is not serving the trainer's weights")
+    if check_version and stale(engine, rollouts):  # a restarted server: bring it to the trainer's weights, again
+        engine.resync()
+        outs = generate(engine, base, tasks, params)
+        rollouts = [r for rs in outs for r in rs]
+        if stale(engine, rollouts):
+            raise WeightSyncError(f"rollouts from weights version {sorted({r.version for r in rollouts})} after a "
+                                  f"re-sync, but the trainer pushed version {engine.version}: a server does not "
+                                  f"serve the trainer's weights")
     flat_tasks = [t for t, rs in zip(tasks, outs) for _ in rs]
     results = base.score_batch([r.text for r in rollouts], flat_tasks)
     raise_if_sandbox_down(results)  # error verdicts are not rewards: stop, with a checkpoint, instead
@@ -342,6 +344,13 @@ def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout]) -> dict[
     if any(c is not None for _, _, c in lens):  # environments with tools: calls per episode
         m["rollout/tool_calls"] = sum(c or 0 for _, _, c in lens) / max(len(lens), 1)
     return m
+
+
+def stale(engine: Any, rollouts: Sequence[Rollout]) -> bool:
+    """Generation servers: whether a rollout comes from other weights than those last pushed (a replica
+    restarted, or reset, since; `ServerEngine.resync` brings it back)."""
+    served = getattr(engine, "version", None)
+    return served is not None and any(r.version is not None and r.version != served for r in rollouts)
 
 
 def log_samples(s: Setup, step: int, last: int, tasks: Sequence[Any], rollouts: Sequence[Rollout],
@@ -392,6 +401,10 @@ def run_main(main: Callable[[list[str] | None], Any], interrupted: str = INTERRU
     except ServerDown as e:
         print(f"error: a generation server is down: {e}. Start it and run the same command again "
               f"(finished work is kept)", file=sys.stderr)
+        raise SystemExit(3)
+    except WeightSyncError as e:
+        print(f"error: the generation servers cannot be brought to the trainer's weights: {e}. Restart them "
+              f"and run the same command again (finished work is kept)", file=sys.stderr)
         raise SystemExit(3)
 
 
@@ -493,11 +506,12 @@ class Progress:
 @contextlib.contextmanager
 def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], str]):
     """Ctrl-C inside the block saves a checkpoint at the last finished step (with the weights as
-    they are), says how to resume, and exits with 130; a sandbox that stayed down (`SandboxDown`)
-    does the same and exits with 3."""
+    they are), says how to resume, and exits with 130; a sandbox that stayed down (`SandboxDown`), a
+    generation server that did (`ServerDown`) or that cannot be synced (`WeightSyncError`) does the same
+    and exits with 3."""
     try:
         yield
-    except (KeyboardInterrupt, SandboxDown, ServerDown) as e:
+    except (KeyboardInterrupt, SandboxDown, ServerDown, WeightSyncError) as e:
         if progress.pending is not None and s.run.last_step < progress.step:  # updated, not yet logged
             s.run.log(progress.step, progress.pending)
         if s.world.distributed:  # the other ranks may be anywhere: no collective now
@@ -511,7 +525,8 @@ def save_on_interrupt(s: Setup, progress: Progress, save: Callable[[int, dict], 
             s.run.solo = True  # data parallel: rank 0 holds the whole model and saves alone
         path = save(progress.step, progress.state)
         why = ("interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped, the sandbox is down ({e})"
-               if isinstance(e, SandboxDown) else f"stopped, a generation server is down ({e})")
+               if isinstance(e, SandboxDown) else f"stopped, a generation server is down ({e})"
+               if isinstance(e, ServerDown) else f"stopped, a generation server cannot be synced ({e})")
         s.run.close()  # logs flushed and closed before the process ends
         launcher = f"torchrun --nproc_per_node={s.world.local_size} -m" if s.world.distributed else "python -m"
         print(f"\n{why}: saved {path}; continue with: {launcher} algos.{s.run.algo} resume={s.run.dir}", file=sys.stderr)

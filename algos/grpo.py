@@ -316,8 +316,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pending = Prefetch(draw(step + 1), lambda t, p: sample_and_score(engine, env, t, p, check_version=False))
             staleness: list[int] = []
             if off_policy:  # how many updates old each rollout's weights are, now, as it is used
+                drawn = tasks
                 rollouts, results, tasks, staleness, dropped = drop_stale(rollouts, results, tasks, cfg.group_size,
                                                                           engine.version, cfg.max_off_policy_steps)
+                if not rollouts:  # every group too stale (a server restarted): wait for fresh rollouts of these
+                    engine.resync()  # tasks, from the weights of now (and never divide by zero groups)
+                    rollouts, results, _ = sample_and_score(engine, env, drawn, params)
+                    tasks, staleness = drawn, [0] * len(rollouts)
             groups = _groups(rollouts, results, cfg)
             # -------------------------------------------------------------- advantages
             zero_std_frac = w.sum(sum(float(r.std() == 0) for _, r in groups)) / w.sum(len(groups))

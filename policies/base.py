@@ -81,5 +81,10 @@ class ServerDown(ConnectionError):
     """A generation server stayed unreachable past its retries: a trainer saves a checkpoint and stops."""
 
 
+class WeightSyncError(RuntimeError):
+    """A server does not serve the weights the trainer sent (and a re-sync did not bring it to them): a
+    trainer saves a checkpoint and stops with one line (exit 3). (`policies.weight_sync` raises it.)"""
+
+
 class PolicyError(ValueError):
     """A policy setting this machine cannot honour (device, dtype): the message names the value and the fix."""

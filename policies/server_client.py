@@ -13,8 +13,11 @@ and sampling logprobs, so a rollout from a server is the same record as one made
   stops with a one-line error (exit 3).
 * ``update_weights(model)`` pushes the new weights to every replica through the configured
   ``WeightSync`` (``policy.weight_sync``: filesystem or nccl) and checks each replica's version and
-  checksum; ``attach(model)`` does it once at the start when the servers do not already serve
-  the trainer's weights. Every rollout carries ``version``: the weights version that produced it.
+  checksum; ``attach(model)`` does it at the start for every replica that does not serve the
+  trainer's weights under one version, and ``resync()`` again mid-run when a replica restarted (the
+  trainer calls it when rollouts come back from other weights: `algos.common.sample_and_score`, and
+  GRPO's off-policy path when every group was stale). Every rollout carries ``version``: the weights
+  version that produced it.
 * The API key (a server started with ``--api-key`` / ``RLVR_API_KEY``): the variable named by
   ``policy.api_key_env``, else ``RLVR_API_KEY``, sent as ``Authorization: Bearer KEY``.
 * A sample the server aborted (``finish_reason: abort``, a ``/pause`` with ``mode=abort``) is partial:
@@ -101,18 +104,31 @@ class ServerEngine(PooledClients):
         return [self._call(i, "GET", "/weights") for i in range(len(self.urls))]
 
     def attach(self, model: Any) -> None:
-        """At the start of training: the replicas must serve the trainer's weights (they do not after a
-        resume, or when started from another checkpoint); push them when they do not."""
+        """The replicas must serve the trainer's weights under one version: at the start of training (they
+        do not after a resume, or when started from another checkpoint) and whenever one restarted. Every
+        replica that does not serve (that version, this checksum), whatever its version, gets the
+        weights. The version: the trainer's once it has one (`resync`, mid-run); at the start the highest a
+        replica serves if one already serves these weights under it, else one more."""
         from policies.weight_sync import weights_checksum
 
+        self._model = model  # resync() pushes it again
         want = weights_checksum(model)
         served = self.served()
-        stale = [i for i, s in enumerate(served) if s.get("checksum") != want]
-        self.version = max((s.get("version") or 0) for s in served)
+        if self.checksum is None:  # the start: no version of ours yet
+            self.version = max((s.get("version") or 0) for s in served)
+            if not any(s.get("version") == self.version and s.get("checksum") == want for s in served):
+                self.version += 1
+        stale = [i for i, s in enumerate(served) if (s.get("version"), s.get("checksum")) != (self.version, want)]
         if stale:
-            self.version += 1
-            self.checksum = self.sync.push(model, self.version, stale)
+            self.sync.push(model, self.version, stale)
         self.checksum = want
+
+    def resync(self) -> None:
+        """Bring every replica that lost the trainer's weights (a restart: version 0, the model it was started
+        with) back to them, under the trainer's version (`attach` with the model it was given)."""
+        if getattr(self, "_model", None) is None:
+            raise RuntimeError("ServerEngine.resync() before attach(model)")
+        self.attach(self._model)
 
     def update_weights(self, model: Any) -> None:
         self.version += 1

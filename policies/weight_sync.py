@@ -35,11 +35,7 @@ import tempfile
 from typing import Any, Sequence
 
 from policies import lora
-from policies.base import PolicyError, ServerDown
-
-
-class WeightSyncError(RuntimeError):
-    """A server does not serve the weights the trainer sent."""
+from policies.base import PolicyError, ServerDown, WeightSyncError
 
 
 def weights_checksum(model: Any) -> str:
