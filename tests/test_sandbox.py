@@ -278,9 +278,9 @@ def test_a_runner_that_cannot_start_says_why_in_one_line(monkeypatch, tmp_path):
     import subprocess
     import sys
 
-    from sandbox import core
+    from sandbox import core, workers
 
-    monkeypatch.setattr(core, "RUNNER_PATH", str(tmp_path / "missing_runner.py"))
+    monkeypatch.setattr(workers, "RUNNER_PATH", str(tmp_path / "missing_runner.py"))
     with pytest.raises(core.SandboxError, match="missing_runner.py"):  # the runner's stderr is in the error
         Sandbox("unsafe-process", workers=1, timeout=TIMEOUT)
     p = subprocess.run([sys.executable, "-m", "sandbox", "check", "--image", "rlvr-no-such-image:nope"],

@@ -285,13 +285,17 @@ def test_cli_writes_every_line_and_exits_non_zero_when_the_daemon_stays_away(dae
                          env={**os.environ, "DOCKER_HOST": daemon.host, "RLVR_SANDBOX_IMAGE": IMAGE})
     p.stdin.write("".join(json.dumps(r) + "\n" for r in rows))
     p.stdin.close()
-    time.sleep(3.0)  # the pool is up and the first jobs have run
+    deadline = time.monotonic() + 60  # the pool is up (its containers exist; a loaded machine takes a while) ...
+    while not list_ours(daemon.client()) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.5)  # ... and the first jobs have run
     daemon.stop(kill=True)
     out = p.stdout.read()
     err = p.stderr.read()
     p.wait(timeout=120)
     lines = [json.loads(x) for x in out.splitlines()]
-    assert len(lines) == 60 and [x["test"] for x in lines] == [r["test"] for r in rows]  # one per line, in order
+    assert len(lines) == 60, err[-2000:]
+    assert [x["test"] for x in lines] == [r["test"] for r in rows]  # one per line, in order
     statuses = [x["status"] for x in lines]
     assert "error" in statuses and set(statuses) <= {"correct", "error"}
     assert p.returncode == 3, err
