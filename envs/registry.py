@@ -33,6 +33,9 @@ ENVS = {
     "rlvr/ToolMath-v0": "envs.tools:ToolMathEnv",
     "rlvr/RG-v0": "envs.rg:RGEnv",  # reasoning-gym's generators, as env=rg:NAME
 }
+# environments whose reward is a model's (a learned reward model, an LLM judge): by name only, not registered with
+# Gymnasium, since the conformance check (gold scores 1, junk 0) holds for verifiable environments alone
+MODEL_SCORED = {"rm": "envs.rm:RewardModelEnv", "judge": "envs.judge:JudgeEnv"}
 ALIASES = {"math": "rlvr/Math-v0", "gsm8k": "rlvr/GSM8K-v0", "humaneval": "rlvr/HumanEval-v0", "ifeval": "rlvr/IFEval-v0",
            "stdio": "rlvr/Stdio-v0", "toolmath": "rlvr/ToolMath-v0"}
 
@@ -80,7 +83,7 @@ def _import_ref(ref: str) -> Callable[..., Any]:
 
 
 def known_names() -> list[str]:
-    return sorted(set(ALIASES) | set(_plugins()) | set(gymnasium.registry))
+    return sorted(set(ALIASES) | set(MODEL_SCORED) | set(_plugins()) | set(gymnasium.registry))
 
 
 def resolve(name: str) -> Callable[..., Any]:
@@ -91,6 +94,8 @@ def resolve(name: str) -> Callable[..., Any]:
         return lambda **kw: gymnasium.make("rlvr/RG-v0", name=name[3:], **kw)
     if ":" in name and "/" not in name.split(":", 1)[0]:
         return _import_ref(name)
+    if name in MODEL_SCORED:
+        return _import_ref(MODEL_SCORED[name])
     if name in ALIASES:
         env_id = ALIASES[name]
         return lambda **kw: gymnasium.make(env_id, **kw)
@@ -116,6 +121,8 @@ def _entry_class(name: str) -> Any:
         return None  # the generator checks its own options (envs.rg.RGSource)
     if ":" in name and "/" not in name.split(":", 1)[0]:
         return _import_ref(name)
+    if name in MODEL_SCORED:
+        return _import_ref(MODEL_SCORED[name])
     if env_id in gymnasium.registry:
         ep = gymnasium.registry[env_id].entry_point
         return _import_ref(ep) if isinstance(ep, str) else ep
@@ -170,6 +177,7 @@ def list_envs(with_rg: bool = True) -> dict[str, str]:
         return ((getattr(obj, "__doc__", None) or "").strip().splitlines() or ["(no description)"])[0]
 
     out = {alias: f"{env_id}: {first_line(_entry_class(alias))}" for alias, env_id in ALIASES.items()}
+    out.update({name: f"{ref}: {first_line(_import_ref(ref))}" for name, ref in MODEL_SCORED.items()})
     for name in _plugins():
         out.setdefault(name, "third-party (entry point)")
     if with_rg:

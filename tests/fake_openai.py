@@ -1,6 +1,8 @@
 """A small local server that speaks the OpenAI chat/completions protocol, for tests.
 
-``answers`` maps a prompt's last user message to the completion to return (else ``default``)."""
+``answers`` maps a prompt's last user message to the completion to return (else ``default``); ``reply``, a
+function of that message, replaces both. ``status`` (e.g. 429 or 503): every request is answered with that
+error instead. ``requests`` counts the requests received."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from policies.server import send_json
 
 
 class FakeOpenAI:
-    def __init__(self, answers: dict[str, str] | None = None, default: str = "lorem ipsum"):
+    def __init__(self, answers: dict[str, str] | None = None, default: str = "lorem ipsum", reply=None,
+                 status: int | None = None):
         self.answers, self.default, self.requests = answers or {}, default, 0
+        self.reply, self.status = reply, status
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -23,8 +27,11 @@ class FakeOpenAI:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests += 1
+                if outer.status is not None:
+                    send_json(self, {"error": {"message": "fake error", "code": outer.status}}, code=outer.status)
+                    return
                 q = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
-                text = outer.answers.get(q, outer.default)
+                text = outer.reply(q) if outer.reply is not None else outer.answers.get(q, outer.default)
                 key = "message" if "messages" in body else "text"
                 choices = [{"index": i, key: ({"role": "assistant", "content": text} if key == "message" else text),
                             "finish_reason": "stop"} for i in range(body.get("n", 1))]
