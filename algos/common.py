@@ -240,6 +240,20 @@ def sync_engine(s: Setup) -> None:
     s.synced = s.world.updates
 
 
+def reference(s: Setup, model: Any) -> Any:
+    """The frozen reference of a KL term or a preference loss: the run's starting model, on resume too. A
+    fresh run: a frozen copy of the weights it starts from; a resumed one: the model its config.yaml names
+    (``policy.model``) loaded again, never the checkpoint it resumes from; a LoRA model's: its base with the
+    adapters off, which already is (`dist.frozen_copy`)."""
+    from policies import lora
+
+    if s.cfg.resume and s.step and not lora.enabled(model):
+        from policies import load_model
+
+        return load_model(s.cfg.policy)[0].eval().requires_grad_(False)
+    return dist.frozen_copy(model, s.world)
+
+
 def adamw(s: Setup, module: Any, lr: float, weight_decay: float = 0.0, beta2: float = 0.99) -> torch.optim.AdamW:
     """AdamW over the module's parameters, with the optimizer state restored when resuming."""
     params = [p for p in module.parameters() if p.requires_grad]  # with LoRA: the adapters

@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from algos import dist, losses, microbatch
 from algos.config import AT_LEAST_1, POSITIVE, ConfigError, Range
-from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
+from algos.common import (Progress, RunConfig, adamw, reference, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           log_samples, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
                           sync_engine, update, lr_at)
 from policies import SamplingParams
@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     microbatch.check(cfg, math.ceil((share.stop - share.start) * cfg.group_size / cfg.minibatches),
                      "prompts_per_step x group_size / minibatches", longest=cfg.max_new_tokens + 1)
     ref = None
-    if cfg.beta > 0:  # the frozen reference: the starting weights
-        ref = dist.frozen_copy(model)
+    if cfg.beta > 0:  # the frozen reference: the run's starting weights (on resume too)
+        ref = reference(s, model)
     position = s.state.get("position", 0)
     acc_before = heldout_before(s)
     t_start = time.time() - s.state.get("wall_seconds", 0.0)

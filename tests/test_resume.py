@@ -192,3 +192,27 @@ def test_one_process_checkpoint_keeps_its_rank_rng(tmp_path):
     run.close()
     assert isinstance(st["rng_per_rank"], list) and len(st["rng_per_rank"]) == 1
     assert torch.equal(st["rng_per_rank"][0]["torch"], want["torch"])
+
+
+def test_grpo_resumed_with_beta_keeps_the_starting_model_as_reference(tmp_path, monkeypatch):
+    """The KL reference of a resumed run is the run's starting model (tiny-sft here), not the checkpoint."""
+    from policies import PolicyConfig, load_model
+    from policies.weight_sync import weights_checksum
+
+    args = ["env=math", "prompts_per_step=8", "group_size=4", "max_new_tokens=64", "heldout_size=4", "lr=1e-3",
+            "temperature=1.0",
+            "warmup_steps=0", "beta=0.1", "save_every=1", f"out={tmp_path / 'r'}"]
+    grpo.main(args + ["steps=1"])
+    refs = []
+    real = grpo.policy_update
+
+    def spy(model, opt, groups, cfg, pad_id, ref=None):
+        refs.append(weights_checksum(ref))
+        return real(model, opt, groups, cfg, pad_id, ref)
+
+    monkeypatch.setattr(grpo, "policy_update", spy)
+    grpo.main([f"resume={tmp_path / 'r'}", "steps=2"])
+    start = weights_checksum(load_model(PolicyConfig(model="tiny-sft"))[0])
+    step1 = weights_checksum(load_model(PolicyConfig(model=str(tmp_path / "r" / "checkpoints" / "step-1")))[0])
+    assert start != step1  # the first step changed the weights
+    assert refs == [start]
