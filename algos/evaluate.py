@@ -36,6 +36,7 @@ from algos import episodes
 from algos.config import AT_LEAST_1, POLICY_RANGES, Range
 from algos.metrics import ks_for, majority_correct, mean_se, pass_at_k
 from policies import PolicyConfig, SamplingParams
+from policies.judge import JudgeConfig
 from verifiers.code import raise_if_sandbox_down
 
 
@@ -75,6 +76,8 @@ class EvalConfig:
     """RUN_A,RUN_B: two evaluation folders to compare (writes deltas per environment and metric)"""
     examples: int = 2
     """example completions per outcome in the report"""
+    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
+    """an LLM judge of the samples (judge.model=NAME; see judge.* keys): scores, and with judge.reference=EVAL_DIR the pairwise win rate, in report.md and judge.json (algos.judging)"""
 
 
 def env_names(spec: str) -> list[str]:
@@ -412,6 +415,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         json.dump(summary, f, indent=2)
     write_report(out_dir, summary, rows, cfg)
     print(headline_table(summary))
+    if cfg.judge.model:  # an LLM judge's scores and win rate (algos.judging), after the verifiers' report
+        from algos import judging
+
+        judged = judging.judge_eval(cfg.judge, rows, out_dir)
+        with open(os.path.join(out_dir, "judge.json"), "w") as f:
+            json.dump(judged, f, indent=2)
+        lines = judging.report_lines(judged, cfg.judge)
+        with open(os.path.join(out_dir, "report.md"), "a") as f:
+            f.write("\n".join(lines) + "\n")
+        print("\n".join(lines[5:]))
+        summary = {**summary, "_judge": judged}
     print(f"report: {os.path.join(out_dir, 'report.md')}")
     return summary
 

@@ -16,6 +16,15 @@ Each round:
    response tokens only, the exact sampled token ids, no re-tokenization) for ``epochs``
    passes in minibatches of ``batch_size``.
 
+Distillation (the guide's "synthetic data from a stronger model -> filter -> SFT"): with
+``teacher.model=M`` the completions are sampled from the teacher instead of the policy (any engine:
+``teacher.engine=transformers|vllm|openai|server``, ``teacher.base_url=`` for an endpoint), filtered
+by the environment as above (its verifiers; ``env=rm`` a reward model; ``env=judge`` an LLM judge),
+and the student (``policy.model``) is fine-tuned on them. The teacher's text is re-tokenized with
+the student's tokenizer (prompt through its chat template, the response, then its end-of-sequence
+token unless the teacher stopped at the length limit), so teacher and student may differ in
+tokenizer; multi-turn tool episodes of a teacher keep no tool masks (single-turn environments).
+
 Only correct samples are ever trained on, so there is no negative gradient; the price is
 that tasks the model never solves teach nothing. Writes the run folder of GRPO
 (metrics, samples, checkpoints per round, curves, ``summary.json`` with held-out accuracy
@@ -40,7 +49,7 @@ from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, fi
                           reward_metrics, run_main, sample_and_score, save_on_interrupt, say, set_lr, start, sync_engine,
                           lr_at)
 from algos.sft import sft_loss
-from policies import SamplingParams
+from policies import PolicyConfig, SamplingParams
 
 
 @dataclasses.dataclass
@@ -76,6 +85,8 @@ class RejectionSamplingConfig(RunConfig):
     """AdamW weight decay"""
     grad_clip: float = 1.0
     """clip the gradient norm to this (0: off)"""
+    teacher: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig(model=""))
+    """distillation: sample from this model instead of the policy (teacher.model=M, and teacher.engine=, teacher.base_url=, ... as policy.*); empty teacher.model: the policy samples"""
 
 
 def select(rollouts: list, results: list, n_per_task: int, keep: str) -> list[int]:
@@ -96,6 +107,24 @@ def select(rollouts: list, results: list, n_per_task: int, keep: str) -> list[in
                     seen.add(rollouts[i].text)
                     chosen.append(i)
     return chosen
+
+
+def load_teacher(cfg: PolicyConfig) -> Any:
+    """The teacher's generation engine (None without ``teacher.model``)."""
+    if not cfg.model:
+        return None
+    from policies import load
+
+    return load(cfg)[0]
+
+
+def student_ids(tok: Any, prompt: Any, rollout: Any) -> tuple[list[int], list[int], None]:
+    """A teacher's completion as the student's tokens: (prompt ids through the student's chat template,
+    response ids + end-of-sequence unless the teacher hit the length limit, no tool mask)."""
+    from policies.hf import encode_prompt
+
+    eos = [] if rollout.finish_reason == "length" else [tok.eos_token_id]
+    return encode_prompt(tok, prompt), tok(rollout.text, add_special_tokens=False)["input_ids"] + eos, None
 
 
 def _accepted(result: Any) -> bool:
@@ -119,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = env.unwrapped
     opt = adamw(s, model, cfg.lr, cfg.weight_decay)
     w = s.world
+    teacher = load_teacher(cfg.teacher)  # distillation: the teacher samples (None: the policy)
     share = w.shard(cfg.tasks_per_round, "a round's tasks", "tasks_per_round")
     microbatch.check(cfg, -(-cfg.batch_size // w.size), "batch_size accepted completions, split over processes",
                      longest=cfg.max_new_tokens + 1)
@@ -140,14 +170,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             position += cfg.tasks_per_round
             params = SamplingParams(n=cfg.samples_per_task, temperature=cfg.temperature, top_p=cfg.top_p,
                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + rnd + 104_729 * w.rank)
-            rollouts, results, flat_tasks = sample_and_score(engine, env, tasks, params)
+            rollouts, results, flat_tasks = sample_and_score(teacher or engine, env, tasks, params,
+                                                             check_version=teacher is None)
             kept = select(rollouts, results, cfg.samples_per_task, cfg.keep)
             metrics = reward_metrics(results, rollouts)
             # every rank fine-tunes on its rows of the same minibatches of the round's accepted completions (all ranks')
             accepted = w.gather([{"prompt": base.prompt_of(flat_tasks[i]), "response": rollouts[i].text,
                                   "reward": results[i].reward, "task_id": flat_tasks[i].id, "round": rnd + 1,
-                                  "ids": (list(rollouts[i].prompt_ids), list(rollouts[i].completion_ids),
-                                          list(rollouts[i].loss_mask) if rollouts[i].loss_mask is not None else None)}
+                                  "ids": student_ids(tok, base.prompt_of(flat_tasks[i]), rollouts[i]) if teacher else
+                                  (list(rollouts[i].prompt_ids), list(rollouts[i].completion_ids),
+                                   list(rollouts[i].loss_mask) if rollouts[i].loss_mask is not None else None)}
                                  for i in kept])
             metrics["rs/accepted"] = len(accepted)
             metrics["rs/tasks_solved"] = len({a["task_id"] for a in accepted}) / cfg.tasks_per_round
