@@ -2,7 +2,8 @@
 
 Entry points (``python -m algos.NAME``): ``sft``, ``grpo``, ``ppo``, ``rejection_sampling``,
 ``iterative_dpo``, ``dpo`` (offline DPO/ORPO/SimPO/KTO), ``preference`` (build preference data),
-``evaluate`` and ``recipe`` (stages in order).
+``reward_model`` (a Bradley-Terry reward model), ``evaluate`` (with ``judging``: an LLM judge's scores and
+win rate) and ``recipe`` (stages in order).
 
 Shared: ``config`` (dataclass configs, ``key=value`` parsing, ``--help``), ``common`` (run setup,
 sampling and scoring, held-out evaluation, finishing, Ctrl-C saving), ``runs`` (the run folder,
