@@ -150,12 +150,20 @@ def drop_stale(rollouts: list, results: list, tasks: list, G: int, version: int,
 
 
 def _groups(rollouts: list, results: list, cfg: GRPOConfig) -> list[tuple[list, torch.Tensor]]:
-    """Split flat rollouts into groups of G with their rewards (truncation penalty applied)."""
+    """Split flat rollouts into groups of G with their rewards (truncation penalty applied). A group with
+    an ``error`` verdict (a broken reference, a verifier or reward worker that failed) is masked: its
+    rewards are all zero, so every advantage in it is 0 and it carries no policy gradient (nor counts as
+    signal for dynamic sampling); an error is never scored as a wrong answer. Errors are logged apart
+    (``verdict/error``)."""
     G = cfg.group_size
     out = []
     for g in range(len(rollouts) // G):
         ro = rollouts[g * G:(g + 1) * G]
-        r = torch.tensor([x.reward for x in results[g * G:(g + 1) * G]])
+        res = results[g * G:(g + 1) * G]
+        if any(v.status.value == "error" for x in res for v in getattr(x, "verdicts", {}).values()):
+            out.append((ro, torch.zeros(len(ro))))
+            continue
+        r = torch.tensor([x.reward for x in res])
         if cfg.truncation == "penalty":
             r = r - cfg.truncation_penalty * torch.tensor([x.truncated for x in ro], dtype=torch.float32)
         out.append((ro, r))

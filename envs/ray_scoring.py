@@ -9,14 +9,21 @@ it: math in its own verifier processes, code in its own local Docker pool (one p
 actor's node). Verdicts are the local path's, computed by the same code.
 
 * The batch is cut into chunks (``chunk_size``), handed to the actors as they free up.
+* A chunk whose scorer raises gets ``error`` verdicts naming the exception (not re-run: it would raise
+  again), never a crash of the trainer.
 * Every chunk has a deadline (``timeout``); an actor that dies or misses it is replaced and its
   chunk handed out again, at most ``retries`` times; after that the items get ``error`` verdicts
-  that say why (never a silent 0). A chunk's result is taken once: nothing is lost or counted twice.
+  that say why (never a silent 0), with every reward part of the environment (``format`` too) so they
+  are logged like any other result; a trainer keeps their groups out of the loss (GRPO: see
+  ``algos.grpo._groups``). A chunk's result is taken once: nothing is lost or counted twice.
+* ``score_batch`` is thread-safe: concurrent calls take turns (an off-policy prefetch scores while
+  the trainer does).
 * Every ``ray.get``/``ray.wait`` has a timeout, so a lost cluster is an error, not a hang.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Sequence
 
@@ -49,13 +56,20 @@ class RayScorer:
         # SPREAD: actors go to different nodes first, so ray_actors = the number of nodes gives one Docker pool per node
         self._worker_cls = ray.remote(num_cpus=0.5, max_restarts=0, scheduling_strategy="SPREAD")(_ScoreWorker)
         self.actors = [self._spawn() for _ in range(actors)]
-        ray.get([a.ready.remote() for a in self.actors], timeout=timeout)  # built (env made) or an error now
+        # built (env made) or an error now; each answers with its rubric's part names (`_errors` gives every one)
+        self.parts: list[str] = ray.get([a.ready.remote() for a in self.actors], timeout=timeout)[0]
+        self._lock = threading.Lock()  # one batch at a time: the actors, free list and counters are shared
 
     def _spawn(self) -> Any:
         return self._worker_cls.remote(self.env, self.env_kwargs)
 
     def score_batch(self, completions: Sequence[str], tasks: Sequence[Any]) -> list[Any]:
-        """The environment's score_batch, over the actors; the same results in the same order."""
+        """The environment's score_batch, over the actors; the same results in the same order. Thread-safe:
+        concurrent calls (an off-policy prefetch and the trainer) take turns."""
+        with self._lock:
+            return self._score_batch(completions, tasks)
+
+    def _score_batch(self, completions: Sequence[str], tasks: Sequence[Any]) -> list[Any]:
         ray = self.ray
         n = len(completions)
         if n != len(tasks):
@@ -84,6 +98,11 @@ class RayScorer:
                         raise TimeoutError(f"no answer in {self.timeout:.0f}s")
                     results[c] = ray.get(ref, timeout=self.timeout)
                     free.append(a)
+                except ray.exceptions.RayTaskError as e:  # the scorer itself raised: running it again would too
+                    free.append(a)
+                    cause = getattr(e, "cause", None) or e
+                    results[c] = self._errors(chunks[c], f"the environment's scorer raised {type(cause).__name__}: "
+                                                         f"{str(cause).strip().splitlines()[-1][:300] if str(cause).strip() else ''}")
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, TimeoutError,
                         ray.exceptions.GetTimeoutError) as e:
                     self._replace(a)
@@ -109,7 +128,8 @@ class RayScorer:
         from verifiers.verdict import Status, Verdict
 
         v = Verdict(Status.ERROR, 0.0, None, {"error": why})
-        return [RewardResult(0.0, {"correct": 0.0}, {"correct": v}) for _ in range(chunk[1] - chunk[0])]
+        parts = self.parts or ["correct"]  # every part the environment's own results carry (format too)
+        return [RewardResult(0.0, {p: 0.0 for p in parts}, {parts[0]: v}) for _ in range(chunk[1] - chunk[0])]
 
     def close(self) -> None:
         for a in self.actors:
@@ -128,8 +148,10 @@ class _ScoreWorker:
 
         self.env = envs.make(env, **env_kwargs).unwrapped
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> list[str]:
+        """Built; the names of the environment's reward parts."""
+        rubric = getattr(self.env, "rubric", None)
+        return [p.name for p in rubric.parts] if rubric is not None else []
 
     def pid(self) -> int:
         import os

@@ -10,3 +10,15 @@ class HangingMathEnv(MathEnv):
         if "HANG" in completions:
             time.sleep(3600)
         return super().score_batch(completions, tasks)
+
+
+class FailingMathEnv(MathEnv):
+    """A math environment whose scoring raises on every batch inside a Ray actor (a broken remote scorer);
+    in the trainer's own process (held-out evaluation) it scores as MathEnv."""
+
+    def score_batch(self, completions, tasks):
+        import ray
+
+        if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+            raise RuntimeError("the grader's database is gone")
+        return super().score_batch(completions, tasks)
