@@ -20,7 +20,7 @@ from tqdm import tqdm
 import envs
 from algos import config as cfglib
 from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range
-from algos import dist, microbatch
+from algos import dist, microbatch, mixture
 from algos.heldout import heldout_eval
 from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything, set_rng_state
 from policies import PolicyConfig, Rollout, SamplingParams, load
@@ -135,13 +135,18 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     seed_everything(cfg.seed + 1_000_003 * w.rank)  # ranks draw different random numbers
     # SFT on a plain dataset needs no environment; preference training keeps it for evaluation
     data_only = getattr(cfg, "data", None) and getattr(cfg_cls, "data_replaces_env", False)
-    env = envs.make(cfg.env, **cfg.env_kwargs) if cfg.env and not data_only else None
+    # one environment, or a mixture for env=[A,B] (algos.mixture: env.weights, env.NAME.KEY options)
+    env = mixture.make(cfg.env, cfg.env_kwargs, seed=cfg.seed) if cfg.env and not data_only else None
+    if env is not None and getattr(cfg, "reward_workers", "local") == "ray" and mixture.is_mixture(env):
+        raise cfglib.ConfigError("reward_workers=ray with a mixture of environments is not supported yet; use "
+                                 "reward_workers=local")
     if env is not None and getattr(cfg, "reward_workers", "local") == "ray":
         from envs.ray_scoring import RayScorer
 
         scorer = RayScorer(cfg.env, dict(cfg.env_kwargs), actors=cfg.ray_actors, address=cfg.ray_address or None)
         env.unwrapped.use_scorer(scorer.score_batch)  # actors live as long as this process
-    label = envs.canonical_name(cfg.env) if env is not None else "data"
+    label = ("+".join(envs.canonical_name(n) for n in env.unwrapped.labels) if mixture.is_mixture(env)
+             else envs.canonical_name(cfg.env) if env is not None else "data")
     out = cfg.out if cfg.resume or not w.distributed else w.broadcast(cfg.out or default_run_dir(algo, label))
     run = Run(algo, label, cfg, out=out, resume=cfg.resume, wandb=cfg.wandb, writer=w.is_main)
     setup = Setup(cfg, env, None, None, None, run, world=w)
@@ -337,18 +342,27 @@ def sample_and_score(engine: Any, env: Any, tasks: Sequence[Any], params: Sampli
     return rollouts, results, flat_tasks
 
 
-def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout]) -> dict[str, float]:
-    """Means of the reward and each part, the accuracy, verdict-status shares, lengths: over every
-    rank's rollouts under torchrun (every rank calls it)."""
+def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout], tasks: Sequence[Any] | None = None,
+                   group_size: int = 0) -> dict[str, float]:
+    """Means of the reward and each part, the accuracy, verdict-status shares, lengths, the share of
+    completions with self-correction markers (`algos.mixture.self_correction`): over every rank's
+    rollouts under torchrun (every rank calls it). With ``tasks`` (``tasks[i]`` the task of
+    ``rollouts[i]``) from a mixture, the same per environment (`algos.mixture.batch_metrics`; groups of
+    ``group_size`` for the share of all-equal groups)."""
     rows = [(r.reward, dict(r.parts), r.status.value if r.status is not None else None) for r in results]
     lens = [(len(r.completion_ids), bool(r.truncated), _tool_calls(r)) for r in rollouts]
+    per_env = [(mixture.env_label(tasks[i]) if tasks is not None else None, res.reward, dict(res.parts),
+                res.status is not None and res.status.value == "correct", len(ro.completion_ids),
+                mixture.self_correction(ro.text), mixture.revised_answer(ro.text))
+               for i, (res, ro) in enumerate(zip(results, rollouts))]
     w = dist.world()
     if w.distributed:
-        rows, lens = (w.gather(x) for x in (rows, lens))
+        rows, lens, per_env = (w.gather(x) for x in (rows, lens, per_env))
     n = max(len(rows), 1)
     m: dict[str, float] = {"reward/mean": sum(r for r, _, _ in rows) / n}
-    for part in rows[0][1] if rows else {}:
-        m[f"reward/{part}"] = sum(p[part] for _, p, _ in rows) / n
+    for part in dict.fromkeys(k for _, p, _ in rows for k in p):  # a mixture: each part over the rows that have it
+        have = [p[part] for _, p, _ in rows if part in p]
+        m[f"reward/{part}"] = sum(have) / len(have)
     statuses = collections.Counter(st for _, _, st in rows if st is not None)
     for s in ("correct", "wrong", "no_answer", "timeout", "error"):
         m[f"verdict/{s}"] = statuses.get(s, 0) / n
@@ -357,6 +371,7 @@ def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout]) -> dict[
     m["rollout/truncated"] = sum(t for _, t, _ in lens) / max(len(lens), 1)
     if any(c is not None for _, _, c in lens):  # environments with tools: calls per episode
         m["rollout/tool_calls"] = sum(c or 0 for _, _, c in lens) / max(len(lens), 1)
+    m.update(mixture.batch_metrics(per_env, group_size))
     return m
 
 
@@ -422,14 +437,28 @@ def run_main(main: Callable[[list[str] | None], Any], interrupted: str = INTERRU
         raise SystemExit(3)
 
 
-def eval_metrics(ev: dict[str, float]) -> dict[str, float]:
-    return {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"], "eval/format": ev["format"]}
+def eval_metrics(ev: dict[str, Any]) -> dict[str, float]:
+    m = {"eval/accuracy": ev["accuracy"], "eval/mean_reward": ev["mean_reward"], "eval/format": ev["format"]}
+    for e, x in ev.get("per_env", {}).items():  # a mixture: each environment's own
+        m.update({f"eval/{e}/accuracy": x["accuracy"], f"eval/{e}/mean_reward": x["mean_reward"], f"eval/{e}/format": x["format"]})
+    return m
 
 
-def evaluate(s: Setup) -> dict[str, float]:
-    """Greedy accuracy and mean reward on the run's fixed held-out tasks (every rank calls it)."""
+def evaluate(s: Setup) -> dict[str, Any]:
+    """Greedy accuracy and mean reward on the run's fixed held-out tasks (every rank calls it). A mixture:
+    ``heldout_size`` held-out tasks of each environment, each environment's figures under ``per_env``, and
+    the mixture's as the weighted mean of its environments' (``env.weights``)."""
     sync_engine(s)
-    return heldout_eval(s.engine, s.env, s.cfg.heldout_size, s.cfg.max_new_tokens, seed=s.cfg.seed)
+    if not mixture.is_mixture(s.env):
+        return heldout_eval(s.engine, s.env, s.cfg.heldout_size, s.cfg.max_new_tokens, seed=s.cfg.seed)
+    mix = s.env.unwrapped
+    per = {e: heldout_eval(s.engine, mix.members[e], s.cfg.heldout_size, s.cfg.max_new_tokens, seed=s.cfg.seed)
+           for e in mix.labels}
+    out: dict[str, Any] = {k: sum(w * per[e][k] for e, w in zip(mix.labels, mix.weights))
+                           for k in ("accuracy", "mean_reward", "format")}
+    out.update({"verifier_errors": sum(x["verifier_errors"] for x in per.values()),
+                "n": sum(x["n"] for x in per.values()), "per_env": per})
+    return out
 
 
 def heldout_before(s: Setup) -> float | None:
@@ -478,6 +507,11 @@ def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_befor
     if ev is not None:
         summary.update({"heldout_accuracy_before": acc_before, "heldout_accuracy_after": ev["accuracy"],
                         "heldout_mean_reward_after": ev["mean_reward"], "heldout_size": cfg.heldout_size})
+        if "per_env" in ev:  # a mixture: each environment's held-out accuracy before (logged at step 0) and after
+            first = next((r for r in run.metrics() if r.get("step") == 0), {}) if run.writer else {}
+            summary["heldout_per_env"] = {e: {"before": first.get(f"eval/{e}/accuracy"), "after": x["accuracy"],
+                                              "mean_reward_after": x["mean_reward"], "format_after": x["format"]}
+                                          for e, x in ev["per_env"].items()}
     summary.update({"wall_seconds": round(wall, 1), "checkpoint": path})
     if s.world.distributed:
         summary.update({"world_size": s.world.size, "parallel": s.world.parallel})

@@ -27,7 +27,17 @@ def is_multi_turn(base: Any) -> bool:
 
 
 def generate(engine: Any, base: Any, tasks: Sequence[Any], params: SamplingParams) -> list[list[Rollout]]:
-    """``params.n`` episodes per task, in order (``out[i][j]``: episode j of task i)."""
+    """``params.n`` episodes per task, in order (``out[i][j]``: episode j of task i). A mixture
+    (`algos.mixture.Mixture`) of single-turn environments is one generation call; with an environment
+    that calls tools, each environment's tasks go through it on their own."""
+    members = getattr(base, "members", None)
+    if members is not None and any(is_multi_turn(m) for m in members.values()):
+        out: list[list[Rollout]] = [[] for _ in tasks]
+        for label, m in members.items():
+            idx = [i for i, t in enumerate(tasks) if base.env_of(t) == label]
+            for i, rs in zip(idx, generate(engine, m, [tasks[i] for i in idx], params) if idx else []):
+                out[i] = rs
+        return out
     prompts = [base.prompt_of(t) for t in tasks]
     if not is_multi_turn(base):
         return engine.generate(prompts, params)
@@ -82,7 +92,7 @@ def generate(engine: Any, base: Any, tasks: Sequence[Any], params: SamplingParam
             mask[r] += [0] * len(ids)
         active = callers
         turn += 1
-    out: list[list[Rollout]] = [[] for _ in prompts]
+    out = [[] for _ in prompts]
     for r, (i, pids) in enumerate(rows):
         text = tok.decode(seq[r], skip_special_tokens=True)
         out[i].append(Rollout(prompts[i], text, tuple(pids), tuple(seq[r]), tuple(lps[r]), finish[r],  # type: ignore[arg-type]

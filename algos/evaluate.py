@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import envs
 from algos import config as cfglib
-from algos import episodes
+from algos import episodes, mixture
 from algos.config import AT_LEAST_1, POLICY_RANGES, Range
 from algos.metrics import ks_for, majority_correct, mean_se, pass_at_k
 from policies import PolicyConfig, SamplingParams
@@ -81,18 +81,15 @@ class EvalConfig:
 
 
 def env_names(spec: str) -> list[str]:
-    s = spec.strip()
-    if s.startswith("[") and s.endswith("]"):
-        s = s[1:-1]
-    names = [x.strip() for x in s.split(",") if x.strip()]
-    if not names:
-        raise cfglib.ConfigError(f"env={spec!r} names no environment")
-    return names
+    """The environments of ``env=`` (the training modules' mixture syntax: `algos.mixture.env_names`)."""
+    try:
+        return mixture.env_names(spec)
+    except envs.EnvError as e:
+        raise cfglib.ConfigError(str(e)) from None
 
 
 def env_options(name: str, kwargs: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    out = {k: v for k, v in kwargs.items() if "." not in k or k.split(".", 1)[0] not in names}
-    out.update({k.split(".", 1)[1]: v for k, v in kwargs.items() if "." in k and k.split(".", 1)[0] == name})
+    out = mixture.env_options(name, kwargs, names)  # env.KEY for every environment, env.NAME.KEY for one
     if envs.canonical_name(name) == "ifeval":
         out.setdefault("mode", "benchmark")  # IFEval is reported under lm-eval's definition, not the training reward
     return out

@@ -14,7 +14,10 @@ The variant implemented (defaults in brackets):
   [group], by nothing (Dr. GRPO, Liu et al. 2025) or by the batch's std; one advantage per
   completion, shared by its tokens;
 * groups whose rewards are all equal carry no signal: their share is logged, and with
-  ``dynamic_sampling=true`` more tasks are drawn to refill the batch (DAPO, Yu et al. 2025);
+  ``dynamic_sampling=true`` more tasks are drawn to refill the batch (DAPO, Yu et al. 2025), each
+  environment of a mixture (``env=[math,ifeval]``, algos/mixture.py) its own share; with
+  ``difficulty_filter=true`` groups solved always or never are dropped and their tasks skipped for
+  ``filter_recheck`` steps (online filtering as in Kimi k1.5 / PRIME; algos/filtering.py);
 * ``mu`` [1] clipped policy-gradient updates on the batch, against the sampling-time
   logprobs, with separate lower/upper clip ranges [0.2 / 0.28, "clip-higher" from DAPO];
 * loss aggregation over tokens of the whole batch [token, DAPO], per sequence (GRPO) or by
@@ -37,6 +40,7 @@ loss normalisers and gradients are those of the whole step.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import threading
@@ -44,7 +48,7 @@ import time
 from typing import Any, ClassVar, Literal
 
 import torch
-from algos import dist, losses, microbatch
+from algos import dist, filtering, losses, microbatch, mixture
 from algos.config import AT_LEAST_1, POSITIVE, ConfigError, Range
 from algos.common import (Progress, RunConfig, adamw, reference, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           log_samples, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
@@ -65,7 +69,8 @@ class GRPOConfig(RunConfig):
                               "temperature": Range(0, lo_open=True, why="training samples; 0 is greedy: every completion of a "
                                                                        "group alike, advantage 0"),
                               "top_p": Range(0, 1, lo_open=True), "lr": POSITIVE, "mu": AT_LEAST_1, "minibatches": AT_LEAST_1,
-                              "eps_low": Range(0, 1), "max_off_policy_steps": Range(0, 1), "is_cap": POSITIVE}
+                              "eps_low": Range(0, 1), "max_off_policy_steps": Range(0, 1), "is_cap": POSITIVE,
+                              "filter_recheck": AT_LEAST_1}
     steps: int = 100
     """training steps (one batch of prompts each)"""
     save_every: int = 25
@@ -104,6 +109,10 @@ class GRPOConfig(RunConfig):
     """draw more tasks to replace groups whose rewards are all equal (DAPO)"""
     max_resample_rounds: int = 3
     """dynamic sampling: at most this many extra rounds of sampling per step"""
+    difficulty_filter: bool = False
+    """online difficulty filter: drop groups whose task the policy solved in all or none of its completions (the correctness verdict), and skip that task when the data brings it again, for filter_recheck steps (algos/filtering.py)"""
+    filter_recheck: int = 10
+    """difficulty filter: a task marked solved always/never is sampled and measured again after this many steps"""
     truncation: Literal["mask", "penalty", "none"] = "mask"
     """completions that hit max_new_tokens: mask them out of the loss, subtract truncation_penalty, or nothing"""
     truncation_penalty: float = 0.5
@@ -147,6 +156,14 @@ def drop_stale(rollouts: list, results: list, tasks: list, G: int, version: int,
     idx = [g * G + j for g in keep for j in range(G)]
     return ([rollouts[i] for i in idx], [results[i] for i in idx], [tasks[g] for g in keep], staleness,
             len(rollouts) // G - len(keep))
+
+
+def _sum_pairs(pairs: list) -> dict:
+    """(key, count) pairs (every rank's) summed per key."""
+    out: dict = {}
+    for k, v in pairs:
+        out[k] = out.get(k, 0) + v
+    return out
 
 
 def _groups(rollouts: list, results: list, cfg: GRPOConfig) -> list[tuple[list, torch.Tensor]]:
@@ -197,10 +214,14 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
                                      "train/grad_norm": []}
     train_without_dropout(model)  # the loss's logprobs are the sampler's: no dropout
     n, nmb = len(rows), cfg.minibatches
-    mb = max(1, math.ceil(n / nmb))
+    # minibatch k: rows [k * MB, (k + 1) * MB) of the whole step's rows in rank order (the one-process split,
+    # whatever the rank count); this rank runs the ones it holds, global rows [row_off, row_off + n)
+    row_counts = w.gather_counts(n)
+    row_off, MB = sum(row_counts[:w.rank]), max(1, math.ceil(sum(row_counts) / nmb))
+    bounds = [(min(n, max(0, k * MB - row_off)), min(n, max(0, (k + 1) * MB - row_off))) for k in range(nmb)]
     limits = microbatch.Limits.of(cfg)
     # the loss normaliser of each minibatch: its count (tokens or rows) over every rank, before rows are left out
-    denoms = [max(1.0, w.sum(losses.normaliser(rows.tokens()[k * mb:(k + 1) * mb], cfg.loss_agg).item())) for k in range(nmb)]
+    denoms = [max(1.0, w.sum(losses.normaliser(rows.tokens()[lo:hi], cfg.loss_agg).item())) for lo, hi in bounds]
     # rows with zero advantage (groups whose rewards are all equal) or fully masked carry no gradient when
     # beta=0: leave them out of the forward/backward pass (identical loss and gradients, less compute);
     # with minibatches > 1 every row is kept
@@ -225,8 +246,8 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
                                         / n_tok]
         rows = rows.with_values({"old_logp": prox, "is_w": is_w})
     for _ in range(cfg.mu):
-        for k in range(nmb):
-            st = update_step(model, opt, rows.select(range(k * mb, min((k + 1) * mb, n))), cfg, pad_id, denoms[k])
+        for k, (lo, hi) in enumerate(bounds):
+            st = update_step(model, opt, rows.select(range(lo, hi)), cfg, pad_id, denoms[k])
             for key, v in st.items():
                 stats[key].append(v)
     return stats
@@ -295,18 +316,94 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           f"in another process to overlap the update (start one with python -m policies serve)")
     if cfg.max_off_policy_steps > 1:
         raise ConfigError(f"max_off_policy_steps={cfg.max_off_policy_steps}: 0 (synchronous) or 1 (one step off-policy)")
-    if off_policy and cfg.dynamic_sampling:
-        raise ConfigError("dynamic_sampling with max_off_policy_steps=1 is not supported; use one of them")
+    if off_policy and (cfg.dynamic_sampling or cfg.difficulty_filter):
+        raise ConfigError(f"{'dynamic_sampling' if cfg.dynamic_sampling else 'difficulty_filter'} with "
+                          f"max_off_policy_steps=1 is not supported; use one of them")
     pending: Prefetch | None = None
+    flt = filtering.DifficultyFilter(cfg.filter_recheck, s.state.get("difficulty_filter")) if cfg.difficulty_filter else None
+    skipped: collections.Counter = collections.Counter()  # tasks the filter skipped in this step, per environment
+
+    def next_tasks(step: int) -> list:
+        """The step's next ``prompts_per_step`` tasks of the stream (every rank's), past the ones the filter skips."""
+        nonlocal position
+        if flt is None:
+            out = base.source.tasks(cfg.prompts_per_step, "train", start=position)
+            position += cfg.prompts_per_step
+            return out
+        out, passed = [], []
+        while len(out) < cfg.prompts_per_step and len(passed) < 16 * cfg.prompts_per_step:
+            chunk = base.source.tasks(cfg.prompts_per_step - len(out), "train", start=position)
+            position += len(chunk)
+            for t in chunk:
+                (passed if flt.skip(t, step) else out).append(t)
+        fill = cfg.prompts_per_step - len(out)  # (nearly) every task marked: measure some of them again early
+        skipped.update(mixture.env_label(t) for t in passed[fill:])
+        return out + passed[:fill]
+
+    def keep_informative(groups: list, results: list, tasks: list, params: SamplingParams, step: int) -> tuple[list, dict]:
+        """The step's groups that reach the loss, and what keeping them cost: with ``dynamic_sampling`` the groups
+        whose rewards are not all equal, each environment refilled up to its count in the step's draw (at most
+        ``max_resample_rounds`` more draws); with the difficulty filter, groups neither always nor never solved."""
+        nonlocal position
+        G = cfg.group_size
+        quota = filtering.quotas(tasks)  # groups each environment may keep: its tasks in the step's draw
+        sampled = collections.Counter(mixture.env_label(t) for t in tasks)  # groups sampled, refills included
+        dropped: collections.Counter = collections.Counter()  # groups the filter dropped
+        records: list[tuple[str, float]] = []  # (task, solve rate) for the filter
+
+        def useful(new_groups: list, new_results: list, new_tasks: list) -> list:
+            out = []
+            for i, (g, t) in enumerate(zip(new_groups, new_tasks)):
+                rate = filtering.solve_rate(new_results[i * G:(i + 1) * G])
+                records.append((filtering.key_of(t), rate))
+                if cfg.dynamic_sampling and not g[1].std() > 0:
+                    continue
+                if flt is not None and not flt.informative(rate):
+                    dropped[mixture.env_label(t)] += 1
+                    continue
+                out.append((g, t))
+            return out
+
+        kept = filtering.take([], useful(groups, results, tasks), quota)
+        rounds = 0
+        while cfg.dynamic_sampling and w.any(filtering.short(kept, quota)) and rounds < cfg.max_resample_rounds:
+            rounds += 1  # every rank decides alike
+            extra = next_tasks(step)[share]
+            if filtering.short(kept, quota) and extra:
+                ro2, res2, _ = sample_and_score(engine, env, extra, dataclasses.replace(params, seed=params.seed + 7919 * rounds))
+                sampled.update(mixture.env_label(t) for t in extra)
+                kept = filtering.take(kept, useful(_groups(ro2, res2, cfg), res2, extra), quota)
+        m: dict[str, float] = {}
+        if cfg.dynamic_sampling:
+            m["rollout/resample_rounds"] = rounds
+        n_kept = collections.Counter(mixture.env_label(t) for _, t in kept)
+        tot_s, tot_k, tot_d = (collections.Counter(dict(kv)) for kv in (
+            _sum_pairs(w.gather(list(c.items()))) for c in (sampled, n_kept, dropped)))
+        m["rollout/samples_per_kept_group"] = G * sum(tot_s.values()) / max(sum(tot_k.values()), 1)
+        labels = [e for e in tot_s if e is not None]
+        for e in labels:  # a mixture: each environment's
+            m[f"rollout/{e}/samples_per_kept_group"] = G * tot_s[e] / max(tot_k[e], 1)
+            m[f"rollout/{e}/kept_groups"] = tot_k[e]
+        if flt is not None:
+            flt.observe(w.gather(records), step)  # the same table on every rank
+            m.update({"filter/dropped_groups": sum(tot_d.values()), "filter/skipped_tasks": sum(skipped.values()),
+                      "filter/known_tasks": len(flt.marked)})
+            for e in labels:
+                m[f"filter/{e}/dropped_groups"] = tot_d[e]
+                m[f"filter/{e}/skipped_tasks"] = skipped[e]
+            skipped.clear()
+        return [g for g, _ in kept], m
+
+    def state_now() -> dict:
+        st = {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
+        return {**st, "difficulty_filter": flt.state()} if flt is not None else st
 
     def draw(step: int) -> tuple[list, SamplingParams]:
         """The step's tasks (this rank's share) and sampling parameters; advances the data position."""
         nonlocal position
         params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step + 104_729 * w.rank)
-        tasks = base.source.tasks(cfg.prompts_per_step, "train", start=position)[share]
-        position += cfg.prompts_per_step
-        return tasks, params
+        return next_tasks(step)[share], params
 
     def unused() -> int:  # the data position to save: a prefetched batch not yet trained on is drawn again on resume
         return position - cfg.prompts_per_step if pending is not None else position
@@ -334,34 +431,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             groups = _groups(rollouts, results, cfg)
             # -------------------------------------------------------------- advantages
             zero_std_frac = w.sum(sum(float(r.std() == 0) for _, r in groups)) / w.sum(len(groups))
-            metrics = reward_metrics(results, rollouts)
+            metrics = reward_metrics(results, rollouts, [t for t in tasks for _ in range(cfg.group_size)], cfg.group_size)
             metrics["rollout/zero_std_groups"] = zero_std_frac
             if off_policy:
                 metrics["rollout/staleness"] = sum(staleness) / max(len(staleness), 1)
                 metrics["rollout/dropped_stale_groups"] = dropped
-            rounds = 0
-            if cfg.dynamic_sampling:  # keep groups with signal; draw more tasks to refill the batch
-                groups = [g for g in groups if g[1].std() > 0]
-                target = share.stop - share.start
-                while w.any(len(groups) < target) and rounds < cfg.max_resample_rounds:  # every rank decides alike
-                    rounds += 1
-                    extra = base.source.tasks(cfg.prompts_per_step, "train", start=position)[share]
-                    position += cfg.prompts_per_step
-                    if len(groups) < target:
-                        ro2, res2, _ = sample_and_score(engine, env, extra, dataclasses.replace(params, seed=params.seed + 7919 * rounds))
-                        groups += [g for g in _groups(ro2, res2, cfg) if g[1].std() > 0]
-                groups = groups[:target]
-                metrics["rollout/resample_rounds"] = rounds
+            if cfg.dynamic_sampling or flt is not None:  # keep groups with signal (per environment); refill
+                groups, kept_metrics = keep_informative(groups, results, tasks, params, step)
+                metrics.update(kept_metrics)
             # every N steps and at the last one (before a step with nothing to learn ends early)
             log_samples(s, step + 1, cfg.steps, [t for t in tasks for _ in range(cfg.group_size)], rollouts, results,
                         cfg.group_size * 2)
             if not w.any(groups):  # nothing to learn from this step (on any rank)
                 run.log(step + 1, metrics)
-                progress.finished(step + 1, {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start})
+                progress.finished(step + 1, state_now())
                 continue
             set_lr(opt, lr_at(cfg, cfg.lr, step, cfg.steps))
             stats = policy_update(model, opt, groups, cfg, tok.pad_token_id, ref)
-            progress.finished(step + 1, {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}, metrics)  # the weights are now those of step + 1
+            progress.finished(step + 1, state_now(), metrics)  # the weights are now those of step + 1
             sync_engine(s)  # vLLM's copy of the weights, the full copy under fsdp
             # -------------------------------------------------------------- log
             dt = time.time() - t0
@@ -375,15 +462,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run.log(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
                             tok_s=f"{metrics['perf/tokens_per_second']:.0f}")
-            state = {"position": unused(), "heldout_accuracy_before": acc_before, "wall_seconds": time.time() - t_start}
+            state = state_now()
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 run.save_checkpoint(step + 1, model, tok, opt, state)
     bar.close()
     # ------------------------------------------------------------------ final evaluation and save
-    return finish(s, cfg.steps, opt, {"position": position}, acc_before, t_start,
+    return finish(s, cfg.steps, opt, {"position": position, **({"difficulty_filter": flt.state()} if flt else {})},
+                  acc_before, t_start,
                   {"reward": ["reward/mean", "reward/correct", "reward/format"],
                    "accuracy": ["train/accuracy", "eval/accuracy"],
-                   "policy": ["policy/entropy", "policy/clip_frac", "rollout/zero_std_groups"]},
+                   "policy": ["policy/entropy", "policy/clip_frac", "rollout/zero_std_groups"],
+                   "signal": ["rollout/samples_per_kept_group", "filter/dropped_groups", "filter/skipped_tasks"]},
                   f"GRPO on {cfg.env} ({cfg.policy.model})")
 
 

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             position += cfg.tasks_per_round
             params = SamplingParams(n=cfg.samples_per_task, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                                     seed=cfg.seed * 1_000_003 + rnd + 104_729 * w.rank)
-            rollouts, results, _ = sample_and_score(engine, env, tasks, params)
+            rollouts, results, flat_tasks = sample_and_score(engine, env, tasks, params)
             pairs: list[Pair] = []
             G = cfg.samples_per_task
             for g in range(0, len(rollouts), G):
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for c, r in build_pairs([x.reward for x in res], [len(x.completion_ids) for x in ro], cfg.pairs_per_task):
                     pairs.append(Pair(list(ro[c].prompt_ids), list(ro[c].completion_ids), list(ro[r].completion_ids),
                                       _mask(ro[c]), _mask(ro[r])))  # tool results: no loss
-            metrics = reward_metrics(results, rollouts)
+            metrics = reward_metrics(results, rollouts, flat_tasks, G)  # a mixture: per environment too
             pairs = w.gather(pairs)  # every rank trains on its rows of the same minibatches of all ranks' pairs
             metrics["pref/pairs"] = len(pairs)
             # -------------------------------------------------------------- train on the round's pairs

@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             position += cfg.prompts_per_step
             params = SamplingParams(n=cfg.samples_per_prompt, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                                     seed=cfg.seed * 1_000_003 + step + 104_729 * w.rank)
-            rollouts, results, _ = sample_and_score(engine, env, tasks, params)
-            metrics = reward_metrics(results, rollouts)
+            rollouts, results, flat_tasks = sample_and_score(engine, env, tasks, params)
+            metrics = reward_metrics(results, rollouts, flat_tasks, cfg.samples_per_prompt)  # a mixture: per environment too
             rows = microbatch.Rows([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts],
                                    [r.loss_mask for r in rollouts],  # tool results: no loss
                                    {"old_logp": [torch.tensor(r.logprobs, dtype=torch.float32) for r in rollouts]}

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rollouts, results, flat_tasks = sample_and_score(teacher or engine, env, tasks, params,
                                                              check_version=teacher is None)
             kept = select(rollouts, results, cfg.samples_per_task, cfg.keep)
-            metrics = reward_metrics(results, rollouts)
+            metrics = reward_metrics(results, rollouts, flat_tasks, cfg.samples_per_task)  # a mixture: per environment too
             # every rank fine-tunes on its rows of the same minibatches of the round's accepted completions (all ranks')
             accepted = w.gather([{"prompt": base.prompt_of(flat_tasks[i]), "response": rollouts[i].text,
                                   "reward": results[i].reward, "task_id": flat_tasks[i].id, "round": rnd + 1,

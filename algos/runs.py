@@ -247,15 +247,30 @@ class Run:
             self._wandb.finish()
 
 
-# curves.png's panels, in order: (title, keys it draws, in the order tried); one quantity per panel
-PANELS = (("reward per part", lambda k: k.startswith("reward/")),
-          ("accuracy (held-out eval/, sampled train/)", lambda k: k in ("eval/accuracy", "train/accuracy")),
+def _per_env(k: str, head: str, tail: str) -> bool:
+    """``k`` is ``head/NAME/tail``: a mixture's per-environment series (algos.mixture)."""
+    parts = k.split("/")
+    return len(parts) == 3 and parts[0] == head and parts[2] == tail
+
+
+# curves.png's panels, in order: (title, keys it draws, in the order tried); one quantity per panel; a
+# mixture's per-environment series (reward/NAME/mean, train/NAME/accuracy, ...) go in their quantity's panel
+PANELS = (("reward per part", lambda k: k.startswith("reward/") and k.count("/") == 1),
+          ("reward per environment", lambda k: _per_env(k, "reward", "mean")),
+          ("format per environment", lambda k: _per_env(k, "reward", "format")),
+          ("accuracy (held-out eval/, sampled train/)", lambda k: k in ("eval/accuracy", "train/accuracy")
+           or _per_env(k, "eval", "accuracy") or _per_env(k, "train", "accuracy")),
           ("loss", lambda k: k.startswith("loss/")),  # one panel per loss: their scales differ
           ("grad norm", lambda k: k == "train/grad_norm"),
           ("entropy", lambda k: "entropy" in k),
           ("KL", lambda k: "kl" in k.split("/")[-1] and not k.startswith("loss/")),
           ("clip fraction", lambda k: "clip_frac" in k),
-          ("completion length (tokens)", lambda k: k == "rollout/length"),
+          ("completion length (tokens)", lambda k: k == "rollout/length" or _per_env(k, "rollout", "length")),
+          ("all-equal groups", lambda k: k == "rollout/zero_std_groups" or _per_env(k, "rollout", "zero_std_groups")),
+          ("self-correction (share of completions)", lambda k: k == "rollout/self_correction"
+           or _per_env(k, "rollout", "self_correction")),
+          ("samples per kept group", lambda k: k == "rollout/samples_per_kept_group"
+           or _per_env(k, "rollout", "samples_per_kept_group")),
           ("tokens/s", lambda k: k == "perf/tokens_per_second"),
           ("learning rate", lambda k: k in ("train/lr", "train/critic_lr")))
 
