@@ -35,7 +35,9 @@ def load_recipe(path: str) -> dict[str, Any]:
         with open(path) as f:
             recipe = yaml.safe_load(f)
     except OSError as e:
-        raise ConfigError(f"recipe {path!r}: cannot read it ({e.strerror})") from None
+        from envs.core import where
+
+        raise ConfigError(f"recipe {where(path)}: cannot read it ({e.strerror})") from None
     if not isinstance(recipe, dict) or not isinstance(recipe.get("stages"), list) or not recipe["stages"]:
         raise ConfigError(f"recipe {path!r} needs a non-empty 'stages' list of {{algo, args}}")
     for i, st in enumerate(recipe["stages"]):

@@ -40,7 +40,9 @@ class Run:
                  tensorboard: bool = True, wandb: bool = False, writer: bool = True):
         if resume:
             if not os.path.isdir(resume):
-                raise FileNotFoundError(f"resume={resume!r}: no such run folder")
+                from envs.core import where
+
+                raise FileNotFoundError(f"resume={where(resume)}: no such run folder")
             self.dir = resume
         else:
             self.dir = out or default_run_dir(algo, env_label)

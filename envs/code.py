@@ -24,7 +24,7 @@ CODE_INSTRUCTION = "Complete the Python function. Reply with the code in a ```py
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
     if not os.path.exists(os.path.expanduser(path)):
-        raise not_found_locally(path)
+        raise not_found_locally(path, "env.path")
     try:
         return read_jsonl(os.path.expanduser(path))  # a bad line: its file and number
     except OSError as e:

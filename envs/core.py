@@ -286,14 +286,17 @@ def where(path: str) -> str:
     return path if full == path else f"{path} ({full}, relative to the current directory)"
 
 
-def path_hint(name: str, example: str) -> str:
-    """How to give an environment's data file, under each command's key for it."""
-    return (f"env.path=DIR_OR_FILE (e.g. env.path={where(example)}; in algos.evaluate with several environments "
-            f"env.{name}.path=, in a tax suite tax_options={{{name}.path: ...}})")
+def path_hint(name: str, example: str | None = None) -> str:
+    """How to give environment ``name``'s data file, under each command's key for it."""
+    eg = f"e.g. env.path={where(example)}; " if example else ""
+    return (f"env.path=DIR_OR_FILE ({eg}in algos.evaluate with several environments env.{name}.path=, in a tax suite "
+            f"tax_options={{{name}.path: ...}})")
 
 
-def not_found_locally(path: str) -> EnvError:
-    return EnvError(f"not found locally: {where(path)} does not exist (a path is never looked up on the hub)")
+def not_found_locally(path: str, key: str | None = None) -> EnvError:
+    """A local path that does not exist, with its absolute form, under ``key`` (``env.path``) when given."""
+    shown = f"{key}={where(path)}" if key else where(path)
+    return EnvError(f"not found locally: {shown} does not exist (a path is never looked up on the hub)")
 
 
 def check_json_lines(path: str) -> None:

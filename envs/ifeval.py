@@ -567,7 +567,7 @@ def read_ifeval(path: str) -> list[dict[str, Any]]:
     if os.path.isfile(path):
         rows = read_jsonl(path)  # a bad line: its file and number
     elif looks_local(path):
-        raise not_found_locally(path)
+        raise not_found_locally(path, "env.path")
     else:
         try:
             import datasets

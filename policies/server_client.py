@@ -149,9 +149,10 @@ class ServerEngine(PooledClients):
             raise ServerDown(f"{self.urls[i]}: {type(e).__name__}: {e} (after {self.max_retries} retries)") from None
         version = (resp.model_extra or {}).get("weights_version")
         if (params.top_p < 1 or params.top_k > 0) and (resp.model_extra or {}).get("logprobs_distribution") != "tempered":
-            raise ValueError(f"top_p={params.top_p}, top_k={params.top_k}: {self.urls[i]} does not say its logprobs are "
-                             f"of the untruncated tempered distribution that the loss recomputes (vllm serve's are "
-                             f"raw or truncated); use top_p=1 and top_k=0, or python -m policies serve")
+            k = f" and SamplingParams.top_k={params.top_k}" if params.top_k else ""  # top_k: the Python API's, no key
+            raise ValueError(f"top_p={params.top_p}{k}: {self.urls[i]} does not say its logprobs are of the untruncated "
+                             f"tempered distribution that the loss recomputes (vllm serve's are raw or truncated); use "
+                             f"top_p=1{' and SamplingParams.top_k=0' if k else ''}, or python -m policies serve")
         choices = sorted(resp.choices, key=lambda c: c.index)
         if len(choices) != len(ids) * params.n:
             raise RuntimeError(f"{self.urls[i]} returned {len(choices)} choices for {len(ids)} prompts x n={params.n}")

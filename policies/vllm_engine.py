@@ -83,9 +83,10 @@ def check_params(params: SamplingParams) -> None:
     if params.temperature > 2:
         raise ValueError(f"temperature={params.temperature} is above 2, which vLLM rejects")
     if params.top_p < 1 or params.top_k > 0:
-        raise ValueError(f"top_p={params.top_p}, top_k={params.top_k}: with truncation vLLM's sampling logprobs are "
-                         f"those of the truncated distribution, while the trainer recomputes the full tempered one; "
-                         f"use top_p=1 and top_k=0 with policy.engine=vllm")
+        k = f" and SamplingParams.top_k={params.top_k}" if params.top_k else ""  # top_k: the Python API's, no key
+        raise ValueError(f"top_p={params.top_p}{k}: with truncation vLLM's sampling logprobs are those of the "
+                         f"truncated distribution, while the trainer recomputes the full tempered one; use top_p=1"
+                         f"{' and SamplingParams.top_k=0' if k else ''} with policy.engine=vllm")
 
 
 def prompt_seeds(seed: int | None, n_prompts: int, n: int) -> list[int | None]:

@@ -91,7 +91,9 @@ def stage(model: Any, path: str, expected: str | None = None) -> tuple[dict[str,
             meta = f.metadata() or {}
         state = load_file(path)
     except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError, OSError, ValueError...
-        raise WeightLoadError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+        from envs.core import where
+
+        raise WeightLoadError(f"cannot read {where(path)}: {type(e).__name__}: {e}") from None
     current = model.state_dict()
     aliases = _remove_duplicate_names(current, preferred_names=list(state))
     alias_of = {d: kept for kept, dropped in aliases.items() for d in dropped}

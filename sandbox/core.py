@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from sandbox.containers import LABEL, _POOLS, _install_exit_hooks, list_ours, owner_alive, owner_label, prune  # noqa: F401
-from sandbox.jobs import Job, Result, SandboxError, SandboxUnavailable, Style, TestResult  # noqa: F401
+from sandbox.jobs import BACKEND_KEYS, IMAGE_KEYS, Job, Result, SandboxError, SandboxUnavailable, Style, TestResult  # noqa: F401
 from sandbox.outputs import _lines, _shown, output_matches  # noqa: F401
 from sandbox.workers import RUNNER_PATH, DockerWorker, ProcessWorker  # noqa: F401
 
@@ -110,7 +110,8 @@ class Sandbox:
         try:
             import docker
         except ImportError as e:
-            raise SandboxUnavailable("backend=docker needs the docker SDK: pip install 'rlvr-gym[code]'") from e
+            raise SandboxUnavailable(f"the docker backend needs the docker SDK: pip install 'rlvr-gym[code]' (or choose "
+                                     f"another backend with {BACKEND_KEYS})") from e
         host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         try:
             client = docker.from_env(timeout=30)
@@ -118,8 +119,8 @@ class Sandbox:
         except Exception as e:  # noqa: BLE001 - any failure here means: no reachable daemon
             raise SandboxUnavailable(
                 f"no Docker daemon reachable at {host} ({type(e).__name__}). Start one (`sudo systemctl start docker`, "
-                f"or `sudo dockerd &`), point DOCKER_HOST at one, or choose another backend: backend=bwrap "
-                f"(namespaces, no network) or backend=unsafe-process (no isolation)") from None
+                f"or `sudo dockerd &`), point DOCKER_HOST at one, or choose another backend, bwrap (namespaces, no "
+                f"network) or unsafe-process (no isolation), with {BACKEND_KEYS} (e.g. env.backend=bwrap)") from None
         self.image = self._resolve_image(client)
         return client
 
@@ -144,7 +145,7 @@ class Sandbox:
             raise SandboxUnavailable(
                 f"Docker image {wanted!r} is not present and cannot be pulled ({type(e).__name__}). Build one without "
                 f"a registry: `python -m sandbox image build` (makes {BUILT_IMAGE}, used by default when "
-                f"{PUBLIC_IMAGE} is missing), or name one with RLVR_SANDBOX_IMAGE / image=") from None
+                f"{PUBLIC_IMAGE} is missing), or name one with RLVR_SANDBOX_IMAGE or {IMAGE_KEYS}") from None
 
     def _start_worker(self) -> Any:
         if self.backend == "docker":

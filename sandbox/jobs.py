@@ -20,6 +20,12 @@ class SandboxUnavailable(SandboxError):
     """The chosen backend cannot start here; the message says how to fix it or what to choose."""
 
 
+# where a user chooses the backend and the image, as each command spells it (a hint names these, not the
+# constructor's arguments)
+BACKEND_KEYS = "env.backend= in training and algos.evaluate, --backend in python -m verifiers code and python -m sandbox check"
+IMAGE_KEYS = "env.image= in training and algos.evaluate, --image in python -m sandbox check"
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """A program and its tests.

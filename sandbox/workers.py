@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 
-from sandbox.jobs import SandboxError, SandboxUnavailable
+from sandbox.jobs import BACKEND_KEYS, SandboxError, SandboxUnavailable
 
 RUNNER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 
@@ -56,7 +56,8 @@ class ProcessWorker(_Framed):
         # replacements from worker threads); the runner exits on its own when our end of its stdin closes
         if backend == "bwrap":
             if not shutil.which("bwrap"):
-                raise SandboxUnavailable("backend=bwrap needs bubblewrap: apt-get install bubblewrap (or use backend=docker)")
+                raise SandboxUnavailable(f"the bwrap backend needs bubblewrap: apt-get install bubblewrap (or choose "
+                                         f"another backend with {BACKEND_KEYS})")
             # bwrap mounts a fresh tmpfs on /tmp: an interpreter that lives there (a copied virtual
             # environment, a checkout under /tmp) is bound back in, read-only
             keep = sorted({p for p in (os.path.dirname(os.path.dirname(py)), os.path.realpath(sys.base_prefix))

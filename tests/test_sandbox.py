@@ -152,7 +152,9 @@ def test_filling_the_tmpfs(sb):
 
 def test_without_daemon_the_error_says_what_to_do(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    with pytest.raises(SandboxUnavailable, match="backend=bwrap"):
+    # the keys as the commands spell them (issue 27 #8: not the constructor's backend=)
+    with pytest.raises(SandboxUnavailable, match=r"env\.backend= in training.*--backend in python -m verifiers code.*"
+                                                  r"env\.backend=bwrap"):
         Sandbox("docker", image=IMAGE, workers=1)
 
 

@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
     except OSError as e:
-        parser.error(f"cannot read {args.file!r}: {e.strerror}")
+        from envs.core import where
+
+        parser.error(f"cannot read {where(args.file)}: {e.strerror}")
     counts: collections.Counter[str] = collections.Counter()
     chunk: list = []
     down_rows: list = []  # [count, reason] once the sandbox stayed down past --daemon-wait
