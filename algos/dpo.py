@@ -38,7 +38,7 @@ from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa
 from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           reduce_stats, run_main, save_on_interrupt, set_lr, start, lr_at)
 from algos import microbatch
-from algos.preference import LossSettings, kto_step, load_preference_data, pair_step
+from algos.preference import LossSettings, kto_step, load_preference_data, mismatched_prompts, pair_step
 from policies import lora
 from policies.hf import train_without_dropout
 
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             set_lr(opt, lr_at(cfg, cfg.lr, step, total))
             if cfg.loss == "kto":
                 gn, loss_val, stats = kto_step(opt, model, ref, local, tok.pad_token_id, settings, limits, cfg.grad_clip,
-                                               cfg.kto_desirable_weight, cfg.kto_undesirable_weight)
+                                               cfg.kto_desirable_weight, cfg.kto_undesirable_weight,
+                                               mismatched_prompts(mb, w.rank, w.size))
             else:
                 gn, loss_val, stats = pair_step(opt, model, ref, local, tok.pad_token_id, settings, float(len(mb)), limits,
                                                 cfg.grad_clip)

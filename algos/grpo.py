@@ -229,6 +229,7 @@ def policy_update(model: Any, opt: Any, groups: list[tuple[list, torch.Tensor]],
         live = ((rows.per_row["adv"] != 0) & (rows.tokens() > 0)).nonzero().squeeze(-1).tolist()
         if len(live) < n and (len(live) > 0 or w.distributed):
             rows, n = rows.select(live), len(live)
+            bounds = [(0, n)]  # one minibatch: all of this rank's rows that are run
     if ref is not None:
         rows = rows.with_values({"ref_logp": microbatch.token_values(
             ref, rows, limits, pad_id, lambda m, b: token_logprobs(m, b, temperature=cfg.temperature))})

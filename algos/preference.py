@@ -189,13 +189,15 @@ def pair_step(opt: Any, model: Any, ref: Any, pairs: Sequence[Pair], pad_id: int
 
 def kto_step(opt: Any, model: Any, ref: Any, thumbs: Sequence[Thumb], pad_id: int, s: LossSettings,
              limits: microbatch.Limits, grad_clip: float, w_desirable: float = 1.0,
-             w_undesirable: float = 1.0) -> tuple[float, float, dict[str, float]]:
+             w_undesirable: float = 1.0, mismatched: Sequence[list[int]] | None = None) -> tuple[float, float, dict[str, float]]:
     """One optimizer step of KTO on ``thumbs`` (this rank's share of a minibatch), in micro-batches.
     The reference point z is the minibatch's mean KL estimate mean(pi - ref) over mismatched
-    (prompt, completion) pairs: each completion scored after the next example's prompt, as in the KTO
-    paper and TRL. It and the loss's mean are over every rank's examples, computed before the split,
-    so the micro-batches' losses add up to the unsplit one. Returns (gradient norm, this rank's loss,
-    its statistics)."""
+    (prompt, completion) pairs: each completion scored after the next example's prompt (of the whole
+    minibatch, in its order), as in the KTO paper and TRL. ``mismatched``: the prompt ids each of this
+    rank's completions is scored after (`mismatched_prompts`; default: the next of ``thumbs``, the whole
+    minibatch in one process), so z is the same pairs' mean on any number of ranks. It and the loss's
+    mean are over every rank's examples, computed before the split, so the micro-batches' losses add
+    up to the unsplit one. Returns (gradient norm, this rank's loss, its statistics)."""
     from algos.dist import world
 
     w = world()
@@ -206,7 +208,8 @@ def kto_step(opt: Any, model: Any, ref: Any, thumbs: Sequence[Thumb], pad_id: in
         lp = microbatch.token_values(module, rows, limits, pad_id, lambda m, b: token_logprobs(m, b))
         return torch.stack([x.sum() for x in lp]) if lp else torch.zeros(0)
 
-    mis = microbatch.Rows([thumbs[(i + 1) % n].prompt_ids for i in range(n)], [t.completion_ids for t in thumbs], [None] * n)
+    mis_prompts = list(mismatched) if mismatched is not None else [thumbs[(i + 1) % n].prompt_ids for i in range(n)]
+    mis = microbatch.Rows(mis_prompts, [t.completion_ids for t in thumbs], [None] * n)
     kl = w.sum((summed(model, mis) - summed(ref, mis)).sum().double()).float() / count  # z, without gradient
     rewards = torch.zeros(n)
     total = 0.0
@@ -231,6 +234,13 @@ def kto_step(opt: Any, model: Any, ref: Any, thumbs: Sequence[Thumb], pad_id: in
     stats = {"pref/kl_ref": kl.item(), "pref/reward_desirable": rewards[des].mean().item() if des.any() else 0.0,
              "pref/reward_undesirable": rewards[~des].mean().item() if (~des).any() else 0.0} if n else {}
     return gn, total, stats
+
+
+def mismatched_prompts(minibatch: Sequence[Thumb], rank: int = 0, size: int = 1) -> list[list[int]]:
+    """KTO's mismatched pairs of the rows a rank holds (``minibatch[rank::size]``, `dist.World.strided`): the
+    prompt after each one's, in the whole minibatch."""
+    n = len(minibatch)
+    return [minibatch[(j + 1) % n].prompt_ids for j in range(rank, n, size)]
 
 
 # ---------------------------------------------------------------------- building a preference file

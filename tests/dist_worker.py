@@ -15,7 +15,7 @@ import torch
 
 from algos import dist, grpo, microbatch
 from algos.common import update
-from algos.preference import LossSettings, Pair, pair_loss, pair_step
+from algos.preference import LossSettings, Pair, Thumb, kto_step, mismatched_prompts, pair_loss, pair_step
 from algos.sft import sft_loss
 from policies import PolicyConfig, Rollout, load_model
 from policies.hf import collate, token_logprobs
@@ -26,10 +26,10 @@ def fixed_model():
     return model, tok
 
 
-def optimizer(model):
+def optimizer(model, lr=0.1):
     # plain SGD: the step is lr x the gradient, so the weights compare as closely as the gradients do (Adam's
     # first step, lr x sign(g), turns float noise in near-zero gradients into differences of 2 lr)
-    return torch.optim.SGD(model.parameters(), lr=0.1)
+    return torch.optim.SGD(model.parameters(), lr=lr)
 
 
 def full_grads_and_weights(model):
@@ -46,7 +46,7 @@ def full_grads_and_weights(model):
     return grads, weights
 
 
-def grpo_case(world, **micro):
+def grpo_case(world, lr=0.1, **micro):
     """4 groups of 4 over 2 prompts' lengths; one group all-equal (left out of the pass), one truncated row."""
     model, tok = fixed_model()
     gen = torch.Generator().manual_seed(1)
@@ -64,7 +64,7 @@ def grpo_case(world, **micro):
                                finish_reason="length" if (g, i) == (0, 1) else "stop"))
         groups.append((ros, torch.tensor(rewards[g])))
     model = dist.prepare(model, world)
-    opt = optimizer(model)
+    opt = optimizer(model, lr)
     cfg = grpo.GRPOConfig(temperature=0.7, grad_clip=0.0, max_new_tokens=16, **micro)
     share = world.shard(len(groups), "groups", "groups")
     stats = grpo.policy_update(model, opt, groups[share], cfg, tok.pad_token_id)
@@ -117,6 +117,24 @@ def dpo_case(world, **micro):
     return model, world.sum(loss.item()), gn
 
 
+def kto_case(world, **micro):
+    """KTO on 5 examples (uneven: rank 1 holds 2, rank 0 3), strided as algos.dpo takes them; z over the
+    minibatch's mismatched pairs (it was each rank's own)."""
+    model, tok = fixed_model()
+    gen = torch.Generator().manual_seed(4)
+    thumbs = [Thumb(torch.randint(5, 40, (2 + i % 3,), generator=gen).tolist(),
+                    torch.randint(5, 40, (2 + (3 * i) % 5,), generator=gen).tolist(), i % 3 != 1) for i in range(5)]
+    model = dist.prepare(model, world)
+    ref = dist.frozen_copy(model, world)
+    with torch.no_grad():  # a sharper reference than the policy: z > 0 (KTO clamps it at 0), and it depends on the pairs
+        ref.model.norm.weight.mul_(1.5)
+    opt = optimizer(model)
+    limits = microbatch.Limits(**micro) if micro else microbatch.Limits()
+    gn, loss, stats = kto_step(opt, model, ref, world.strided(thumbs), tok.pad_token_id, LossSettings("kto", beta=0.5),
+                               limits, 0.0, mismatched=mismatched_prompts(thumbs, world.rank, world.size))
+    return model, world.sum(loss), gn
+
+
 def main():
     out = sys.argv[1]
     parallel = dict(a.split("=", 1) for a in sys.argv[2:]).get("parallel", "auto")
@@ -127,7 +145,12 @@ def main():
     # runs an empty pass to match), gradients accumulated and reduced over ranks once
     for name, case, micro in (("grpo", grpo_case, {}), ("sft", sft_case, {}), ("dpo", dpo_case, {}),
                               ("grpo/micro", grpo_case, {"micro_batch_size": 2, "micro_batch_tokens": 40}),
-                              ("sft/micro", sft_case, {"rows": 1}), ("dpo/micro", dpo_case, {"tokens": 24})):
+                              ("sft/micro", sft_case, {"rows": 1}), ("dpo/micro", dpo_case, {"tokens": 24}),
+                              # issue 26 #10: KTO's z over every rank's examples, GRPO's minibatches the one-process split
+                              ("kto", kto_case, {}), ("kto/micro", kto_case, {"tokens": 12}),
+                              # (a small step: the second minibatch's gradient is taken after the first's update)
+                              ("grpo/minibatches", grpo_case, {"minibatches": 2, "lr": 1e-3}),
+                              ("grpo/minibatches/micro", grpo_case, {"minibatches": 2, "micro_batch_size": 2, "lr": 1e-3})):
         model, loss, gn = case(world, **micro)
         grads, weights = full_grads_and_weights(model)
         # every rank holds the same weights after the update (replicas in step; under fsdp, the same gathered model)

@@ -78,6 +78,24 @@ def test_micro_batches_update_like_the_unsplit_step(updates, algo, mode):
     assert len(sums) == updates[mode]["world_size"] and len(set(sums)) == 1
 
 
+@pytest.mark.parametrize("algo", ["kto", "kto/micro", "grpo/minibatches", "grpo/minibatches/micro"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_kto_and_minibatches_update_like_one_process(updates, algo, mode):
+    """Issue 26 #10: KTO's z (mismatched pairs of the whole minibatch) and GRPO with minibatches > 1 (the
+    minibatches of one process, whatever the rank count); KTO with an uneven minibatch (5 examples: 3 and 2)
+    under fsdp does not wait on a rank with fewer passes (#8). Two ranks equal one process."""
+    a, b = updates["one"]["results"][algo], updates[mode]["results"][algo]
+    ref = updates["one"]["results"]["kto" if algo.startswith("kto") else "grpo/minibatches"]
+    assert a["loss"] == pytest.approx(ref["loss"], rel=1e-5, abs=1e-6)  # micro-batches: the unsplit step
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
+    assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+    for k in a["grads"]:
+        assert (a["grads"][k] is None) == (b["grads"][k] is None), k
+        if a["grads"][k] is not None:
+            torch.testing.assert_close(b["grads"][k], a["grads"][k], rtol=1e-4, atol=2e-5, msg=k)
+        torch.testing.assert_close(b["weights"][k], a["weights"][k], rtol=1e-4, atol=2e-6, msg=k)
+
+
 def test_vllm_under_torchrun_gets_one_engine_per_rank(updates):
     assert updates["one"]["vllm_kwargs"] == [{}]
     assert updates["ddp"]["vllm_kwargs"] == [
