@@ -159,6 +159,25 @@ def minibatch_update(model: Any, critic: Critic, opt: Any, copt: Any, rows: micr
     return {k: w.sum(v) for k, v in sums.items()}
 
 
+def ppo_epochs(model: Any, critic: Critic, opt: Any, copt: Any, rows: microbatch.Rows, cfg: PPOConfig, pad_id: int,
+               gen: torch.Generator) -> list[dict[str, float]]:
+    """``ppo_epochs`` passes of `minibatch_update` over ``minibatches`` shuffled minibatches. The minibatches
+    are those of one process on any number of ranks: a permutation (``gen``, the same on every rank) of the
+    whole step's rows in rank order, cut in ``minibatches``; each rank runs its rows of each (its global
+    rows ``[off, off + len(rows))``). Returns each minibatch's statistics."""
+    w = dist.world()
+    n = len(rows)
+    counts = w.gather_counts(n)
+    off = sum(counts[:w.rank])
+    out = []
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(sum(counts), generator=gen)
+        for idx in perm.chunk(cfg.minibatches):
+            mine = [i - off for i in idx.tolist() if off <= i < off + n]
+            out.append(minibatch_update(model, critic, opt, copt, rows.select(mine), cfg, pad_id))
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup
     s = start(PPOConfig, argv, "ppo")
@@ -236,12 +255,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             n = len(rollouts)
             stats: dict[str, list[float]] = {}
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # per step, so a resumed run matches
-            for _ in range(cfg.ppo_epochs):
-                perm = torch.randperm(n, generator=gen)
-                for idx in perm.chunk(cfg.minibatches):
-                    st = minibatch_update(model, critic, opt, copt, rows.select(idx.tolist()), cfg, tok.pad_token_id)
-                    for k, val in st.items():
-                        stats.setdefault(k, []).append(val)
+            for st in ppo_epochs(model, critic, opt, copt, rows, cfg, tok.pad_token_id, gen):
+                for k, val in st.items():
+                    stats.setdefault(k, []).append(val)
             progress.finished(step + 1, {"position": position, "heldout_accuracy_before": acc_before,
                                          "wall_seconds": time.time() - t_start}, metrics)
             sync_engine(s)

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from algos import dist, grpo, microbatch
+from algos import dist, grpo, microbatch, ppo
 from algos.common import update
 from algos.preference import LossSettings, Pair, Thumb, kto_step, mismatched_prompts, pair_loss, pair_step
 from algos.sft import sft_loss
@@ -135,6 +135,30 @@ def kto_case(world, **micro):
     return model, world.sum(loss), gn
 
 
+def ppo_case(world, **micro):
+    """PPO's epochs over shuffled minibatches (2 epochs x 2 minibatches of 8 rows, contiguous shares as
+    algos.ppo takes them): the one-process minibatches on any rank count (issue 26 #10)."""
+    model, tok = fixed_model()
+    gen = torch.Generator().manual_seed(5)
+    data = []
+    for i in range(8):
+        prompt = torch.randint(5, 40, (2 + i % 3,), generator=gen).tolist()
+        comp = torch.randint(5, 40, (2 + (3 * i) % 5,), generator=gen).tolist()
+        with torch.no_grad():
+            lp = token_logprobs(model, collate([prompt], [comp], tok.pad_token_id), temperature=0.7)[0] - 0.02 * i
+        data.append((prompt, comp, lp, torch.randn(len(comp), generator=gen), torch.randn(len(comp), generator=gen)))
+    model = dist.prepare(model, world)
+    critic = ppo.Critic(world.full_copy if world.full_copy is not None else model)
+    opt, copt = optimizer(model, 1e-3), torch.optim.SGD(critic.parameters(), lr=1e-3)
+    local = data[world.shard(len(data), "rows", "rows")]
+    rows = microbatch.Rows([d[0] for d in local], [d[1] for d in local], [None] * len(local),
+                           {"old_logp": [d[2] for d in local], "adv": [d[3] for d in local], "returns": [d[4] for d in local],
+                            "old_values": [torch.zeros(len(d[1])) for d in local]})
+    cfg = ppo.PPOConfig(minibatches=2, ppo_epochs=2, grad_clip=0.0, temperature=0.7, **micro)
+    stats = ppo.ppo_epochs(model, critic, opt, copt, rows, cfg, tok.pad_token_id, torch.Generator().manual_seed(7))
+    return model, stats[0]["loss/policy"], stats[-1]["loss/value"]
+
+
 def main():
     out = sys.argv[1]
     parallel = dict(a.split("=", 1) for a in sys.argv[2:]).get("parallel", "auto")
@@ -150,7 +174,8 @@ def main():
                               ("kto", kto_case, {}), ("kto/micro", kto_case, {"tokens": 12}),
                               # (a small step: the second minibatch's gradient is taken after the first's update)
                               ("grpo/minibatches", grpo_case, {"minibatches": 2, "lr": 1e-3}),
-                              ("grpo/minibatches/micro", grpo_case, {"minibatches": 2, "micro_batch_size": 2, "lr": 1e-3})):
+                              ("grpo/minibatches/micro", grpo_case, {"minibatches": 2, "micro_batch_size": 2, "lr": 1e-3}),
+                              ("ppo", ppo_case, {}), ("ppo/micro", ppo_case, {"micro_batch_size": 1})):
         model, loss, gn = case(world, **micro)
         grads, weights = full_grads_and_weights(model)
         # every rank holds the same weights after the update (replicas in step; under fsdp, the same gathered model)
