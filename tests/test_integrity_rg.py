@@ -336,3 +336,17 @@ def test_an_answer_only_inside_think_scores_no_answer_through_the_environment():
                         [task, task])
     assert r[0].verdicts["correct"].status is Status.NO_ANSWER and r[0].verdicts["correct"].score == 0.0
     assert r[1].verdicts["correct"].status is Status.CORRECT
+
+
+def test_a_new_workers_import_is_not_charged_to_the_first_check():
+    """reasoning_gym is imported before a worker is ready: the first right answer of a fresh pool with a 1 s
+    limit is correct, never a timeout (a loaded machine took over 5 s to import it inside the check)."""
+    from verifiers.audit_cases.rg import E
+    from verifiers.rg import RGVerifier
+
+    v = RGVerifier("cryptarithm", timeout=1.0, workers=1)  # its own pool: no worker warmed by another test
+    try:
+        verdict = v.verify("<answer>A=1,B=2</answer>", E["cryptarithm"])
+        assert verdict.status.value == "correct", verdict
+    finally:
+        v.pool.close()

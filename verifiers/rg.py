@@ -679,7 +679,7 @@ class RGVerifier:
 
         key = (self.workers, self.timeout)
         if key not in _POOLS:
-            _POOLS[key] = HardTimeoutPool("verifiers.rg:score_in_worker", self.workers, self.timeout)
+            _POOLS[key] = HardTimeoutPool("verifiers._rg_worker:score_in_worker", self.workers, self.timeout)
         return _POOLS[key]
 
     def verify(self, completion: str, reference: dict[str, Any]) -> Verdict:
