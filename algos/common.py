@@ -470,8 +470,10 @@ def heldout_before(s: Setup) -> float | None:
         acc = ev["accuracy"]
         s.run.log(0, eval_metrics(ev))
         say(f"held-out accuracy before: {acc:.1%} ({s.cfg.heldout_size} tasks)")
-    if getattr(s.cfg, "tax_envs", "") and s.world.is_main and not os.path.exists(os.path.join(s.run.dir, "tax-before", "summary.json")):
-        tax_suite(s, "before")  # rank 0 alone (the engine needs no other rank)
+    if getattr(s.cfg, "tax_envs", "") and s.world.broadcast(  # rank 0's run folder decides (resumed: done)
+            not os.path.exists(os.path.join(s.run.dir, "tax-before", "summary.json"))):
+        # rank 0 alone (the engine needs no other rank); the others wait for it, saying so, bounded by dist_timeout
+        s.world.main_only("alignment-tax suite (before)", lambda: tax_suite(s, "before"), s.cfg.dist_timeout)
     return acc
 
 
@@ -515,15 +517,19 @@ def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_befor
     summary.update({"wall_seconds": round(wall, 1), "checkpoint": path})
     if s.world.distributed:
         summary.update({"world_size": s.world.size, "parallel": s.world.parallel})
-    if getattr(cfg, "tax_envs", "") and s.world.is_main:  # the alignment tax: every suite metric after - before, with its error
-        from algos import evaluate as ev_mod
+    if getattr(cfg, "tax_envs", ""):  # the alignment tax: every suite metric after - before, with its error
+        def tax_after() -> None:
+            from algos import evaluate as ev_mod
 
-        tax_suite(s, "after")
-        deltas = ev_mod.compare_runs(os.path.join(run.dir, "tax-before"), os.path.join(run.dir, "tax-after"),
-                                     os.path.join(run.dir, "tax"))
-        with open(os.path.join(run.dir, "tax", "compare.json")) as f:
-            summary["alignment_tax"] = {"deltas": deltas, "se": json.load(f)["se"], "report": os.path.join(run.dir, "tax",
-                                                                                                        "compare.md")}
+            tax_suite(s, "after")
+            deltas = ev_mod.compare_runs(os.path.join(run.dir, "tax-before"), os.path.join(run.dir, "tax-after"),
+                                         os.path.join(run.dir, "tax"))
+            with open(os.path.join(run.dir, "tax", "compare.json")) as f:
+                summary["alignment_tax"] = {"deltas": deltas, "se": json.load(f)["se"],
+                                            "report": os.path.join(run.dir, "tax", "compare.md")}
+
+        # rank 0 alone; the others wait for it, saying so, bounded by dist_timeout (they sat in the exit barrier)
+        s.world.main_only("alignment-tax suite (after)", tax_after, cfg.dist_timeout)
     run.write_summary(summary)
     run.plot(plot, title)
     run.close()

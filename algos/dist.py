@@ -55,6 +55,7 @@ class World:
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
     full_copy: Any = None  # fsdp: the unsharded model generation and checkpoints use
     updates: int = 0  # optimizer steps taken in this process (algos.common.update)
+    main_only_calls: int = 0  # `main_only` calls so far (each its own key in the store)
 
     @property
     def distributed(self) -> bool:
@@ -115,6 +116,58 @@ class World:
             import torch.distributed as tdist
 
             tdist.barrier()
+
+    def main_only(self, what: str, fn: Any, timeout: float) -> Any:
+        """``fn()`` on rank 0 alone (the alignment-tax suite), the other ranks waiting for it explicitly:
+        each says on stderr what it waits for and for how long at most, again every minute, and stops
+        with a `DistError` (one line, every rank) when rank 0 has not finished within ``timeout``
+        (``dist_timeout``) or failed (its error in a word). The wait goes through the process group's
+        store, not a collective, so it is its own bound. Returns ``fn()``'s result on rank 0, None on the
+        others; one process: ``fn()``."""
+        if not self.distributed:
+            return fn()
+        import sys
+        import time
+
+        import torch.distributed as tdist
+
+        store = tdist.distributed_c10d._get_default_store()
+        key = f"rlvr/main_only/{self.main_only_calls}"
+        self.main_only_calls += 1
+        if self.is_main:
+            try:
+                out = fn()
+            except BaseException as e:
+                store.set(key, f"error: {type(e).__name__}: {e}"[:500])
+                raise
+            store.set(key, "ok")
+            return out
+        t0 = time.monotonic()
+        print(f"[rank {self.rank}] waiting for rank 0's {what} (at most {timeout:.0f} s: dist_timeout)", file=sys.stderr,
+              flush=True)
+        while True:
+            left = timeout - (time.monotonic() - t0)
+            if left <= 0:
+                e = DistError(f"rank 0's {what} did not finish in {timeout:.0f} s (dist_timeout); raise dist_timeout or "
+                              f"make it shorter")
+                e.rank_local = True  # type: ignore[attr-defined]  # every rank says it
+                raise e
+            try:
+                store.wait([key], datetime.timedelta(seconds=min(60.0, left)))
+                break
+            except tdist.DistStoreError as err:
+                if "timeout" not in str(err).lower() and "timed out" not in str(err).lower():
+                    e = DistError(f"lost rank 0 while waiting for its {what}: {str(err).splitlines()[0]}")
+                    e.rank_local = True  # type: ignore[attr-defined]
+                    raise e from None
+                print(f"[rank {self.rank}] still waiting for rank 0's {what} ({time.monotonic() - t0:.0f} s of at most "
+                      f"{timeout:.0f} s)", file=sys.stderr, flush=True)
+        got = store.get(key).decode()
+        if got != "ok":
+            e = DistError(f"rank 0's {what} failed ({got.removeprefix('error: ')}); see rank 0's error")
+            e.rank_local = True  # type: ignore[attr-defined]
+            raise e
+        return None
 
     def shard(self, n: int, what: str, key: str) -> slice:
         """This rank's contiguous share of ``n`` items; ``n`` must divide evenly."""

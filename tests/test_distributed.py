@@ -324,3 +324,34 @@ def test_lora_grpo_runs_under_torchrun_and_checkpoints_the_adapter(tmp_path, par
     assert not lora.enabled(merged)
     assert any(not torch.equal(a, b) for a, b in zip(merged.parameters(), base.parameters()))  # trained
     assert [r["step"] for r in metrics(out) if "loss/kl" in r] == [1, 2]
+
+
+# ---------------------------------------------------------------------- rank-0-only work (issue 26 #9)
+MAIN_ONLY = os.path.join(ROOT, "tests", "dist_main_only_worker.py")
+
+
+@pytest.mark.faults
+def test_rank0_only_work_is_waited_for_explicitly_and_bounded(tmp_path):
+    """The other ranks say what they wait for (they sat silent in a collective, bounded only by dist_timeout),
+    stop with one line each when rank 0 overruns the bound or fails, and go on when it finishes."""
+    p = run(TORCHRUN + [MAIN_ONLY, "quick"], tmp_path, timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "[rank 1] waiting for rank 0's quick job (at most 60 s" in p.stderr and "rank 1 got None" in p.stderr
+    t0 = time.time()
+    p = run(TORCHRUN + [MAIN_ONLY, "slow"], tmp_path, timeout=180)
+    assert p.returncode != 0 and time.time() - t0 < 50  # not the job's 60 s, nor a hang
+    assert p.stderr.count("error: rank 0's slow job did not finish in 3 s (dist_timeout)") == 1
+    assert "algos/" not in p.stderr  # one line, no traceback of ours
+    p = run(TORCHRUN + [MAIN_ONLY, "fails"], tmp_path, timeout=180)
+    assert p.returncode != 0 and "error: rank 0's failing job failed (ValueError: the suite broke)" in p.stderr
+
+
+@pytest.mark.faults
+def test_the_alignment_tax_suite_under_torchrun_is_waited_for_on_every_rank(tmp_path):
+    out = tmp_path / "r"
+    p = run(TORCHRUN + ["-m", "algos.grpo", "steps=1", "prompts_per_step=2", "group_size=2", "max_new_tokens=16",
+                        "heldout_size=2", "tax_envs=[math]", "tax_tasks=2", f"out={out}"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for tag in ("before", "after"):
+        assert f"[rank 1] waiting for rank 0's alignment-tax suite ({tag})" in p.stderr
+    assert "alignment_tax" in json.load(open(out / "summary.json"))
