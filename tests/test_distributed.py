@@ -257,6 +257,24 @@ def test_every_algorithm_runs_under_torchrun(tmp_path, module, args, parallel):
         assert len(accepted) == sum(r["rs/accepted"] for r in rows if "rs/accepted" in r)
 
 
+@pytest.mark.faults
+def test_kto_under_fsdp_with_an_uneven_last_minibatch_ends(tmp_path):
+    """Issue 26 #8: 5 examples, batch 4: the last minibatch is one example and rank 1 has none; under fsdp it
+    still takes part in every sharded pass (z's and the loss's), so the run ends instead of waiting out
+    dist_timeout."""
+    data = tmp_path / "kto.jsonl"
+    with open(data, "w") as f:
+        for i in range(5):
+            f.write(json.dumps({"prompt": f"What is {i} + {i}?", "completion": f"<answer>{2 * i + i % 2}</answer>",
+                                "label": i % 2 == 0}) + "\n")
+    t0 = time.time()
+    p = run(TORCHRUN + ["-m", "algos.dpo", f"data={data}", "loss=kto", "batch_size=4", "epochs=1", "heldout_size=8",
+                        "parallel=fsdp", "dist_timeout=90", f"out={tmp_path / 'k'}"], tmp_path, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert time.time() - t0 < 90
+    assert [r["step"] for r in metrics(tmp_path / "k") if "loss/kto" in r] == [1, 2]
+
+
 def test_dpo_runs_under_torchrun_with_an_uneven_last_minibatch(tmp_path):
     prefs = tmp_path / "prefs.jsonl"
     with open(prefs, "w") as f:
