@@ -258,3 +258,24 @@ def test_batch_metrics_count_markers_per_environment():
     assert m["rollout/self_correction"] == 0.25
     assert m["rollout/math/self_correction"] == 0.5 and m["rollout/ifeval/self_correction"] == 0.0
     assert m["rollout/math/length"] == 5.5 and m["rollout/ifeval/zero_std_groups"] == 1.0
+
+
+def test_a_resumed_run_draws_what_an_uninterrupted_one_does(tmp_path, monkeypatch):
+    """The mixture's sampler state is the data position, the filter's table is in the checkpoint: a run
+    stopped after step 2 and resumed draws the tasks of steps 3 and 4 that a run straight through draws."""
+    argv = FAST + ["env=[scripted,math]", "env.weights=[0.8,0.2]", "env.scripted.kinds=always,never,coin,coin,coin,coin",
+                   "prompts_per_step=2", "difficulty_filter=true", "filter_recheck=5"]
+    calls = _recording(monkeypatch)
+    grpo.main(argv + ["steps=4", f"out={tmp_path / 'a'}"])
+    straight = [[(t.metadata["env"], t.id) for t in tasks] for tasks, _ in calls]
+    calls.clear()
+    grpo.main(argv + ["steps=2", f"out={tmp_path / 'b'}"])
+    grpo.main([f"resume={tmp_path / 'b'}", "steps=4"])
+    resumed = [[(t.metadata["env"], t.id) for t in tasks] for tasks, _ in calls]
+    assert len(straight) == len(resumed) == 4
+    assert resumed == straight
+    # scripted task 0 (solved always) was measured at step 1; the stream brings it again at step 4, within
+    # filter_recheck: skipped there, by the resumed run too (its table came back with the checkpoint)
+    assert ("scripted", "scripted/train/0") in straight[0]
+    assert ("scripted", "scripted/train/0") not in resumed[3]
+    assert ("scripted", "scripted/train/5") in resumed[3]  # the position reached it (the stream went on)
