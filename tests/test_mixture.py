@@ -279,3 +279,27 @@ def test_a_resumed_run_draws_what_an_uninterrupted_one_does(tmp_path, monkeypatc
     assert ("scripted", "scripted/train/0") in straight[0]
     assert ("scripted", "scripted/train/0") not in resumed[3]
     assert ("scripted", "scripted/train/5") in resumed[3]  # the position reached it (the stream went on)
+
+
+@pytest.mark.parametrize("algo, argv", [
+    ("ppo", ["steps=2", "prompts_per_step=6", "samples_per_prompt=2"]),
+    ("rejection_sampling", ["rounds=1", "tasks_per_round=6", "samples_per_task=4", "batch_size=4"]),
+    ("iterative_dpo", ["rounds=1", "tasks_per_round=6", "samples_per_task=4", "batch_size=4"]),
+])
+def test_every_rl_algorithm_trains_on_a_mixture(tmp_path, algo, argv):
+    import importlib
+
+    out = tmp_path / algo
+    s = importlib.import_module(f"algos.{algo}").main(
+        ["env=[math,scripted]", "env.weights=[0.5,0.5]", "env.scripted.kinds=coin,always", "max_new_tokens=24",
+         "heldout_size=4", "temperature=1.0", *argv, f"out={out}"])
+    rows = _rows(out)
+    train = [r for r in rows if "reward/mean" in r]
+    assert train
+    for e in ("math", "scripted"):
+        # a step's draw may hold no task of an environment: then that step has no keys of it
+        assert any(f"reward/{e}/mean" in r and f"train/{e}/accuracy" in r and f"rollout/{e}/self_correction" in r
+                   for r in train)
+        assert f"eval/{e}/accuracy" in rows[0] and f"eval/{e}/accuracy" in rows[-1]
+    assert set(s["heldout_per_env"]) == {"math", "scripted"}
+    assert 0.0 <= s["heldout_accuracy_after"] <= 1.0
