@@ -6,7 +6,9 @@ machine without a GPU (vLLM cannot be imported here, but its source can be read)
 Reads, with `ast` (nothing of vLLM is imported): the fields of `vllm.SamplingParams`, the
 parameters of `LLM.__init__`, `LLM.generate`, `sleep`, `wake_up`, `collective_rpc`,
 `reset_prefix_cache`, the fields of `EngineArgs` (where `LLM(**kwargs)` ends up), and the name of
-the in-process engine-core client. Then records the keyword arguments our engine passes (through
+the in-process engine-core client; for ``policy.weight_sync=vllm`` against stock ``vllm serve``, the
+server's routes ``/pause``, ``/resume``, ``/collective_rpc``, ``EngineArgs.worker_extension_cls`` and
+the model's ``load_weights(weights=)``. Then records the keyword arguments our engine passes (through
 vLLM-shaped fakes) and prints, for each, whether the real API has it.
 """
 
@@ -44,6 +46,25 @@ def method_params(tree: ast.Module, cls: str, method: str) -> tuple[set[str], bo
                 if isinstance(f, ast.FunctionDef) and f.name == method:
                     return {a.arg for a in f.args.args + f.args.kwonlyargs}, f.args.kwarg is not None
     raise KeyError(f"{cls}.{method}")
+
+
+def route_paths(whl: str) -> set[str]:
+    """Every HTTP route vLLM's server declares (``@router.post("/x")``, ``@app.get("/x")``...) in the wheel."""
+    paths: set[str] = set()
+    with zipfile.ZipFile(whl) as z:
+        for name in z.namelist():
+            if not (name.startswith(("vllm/entrypoints/", "vllm/frontend/")) and name.endswith(".py")):
+                continue
+            try:
+                tree = ast.parse(z.read(name).decode())
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("get", "post")
+                        and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                        and node.args[0].value.startswith("/")):
+                    paths.add(node.args[0].value)
+    return paths
 
 
 def main() -> int:
@@ -113,6 +134,15 @@ def main() -> int:
         for kw in calls[name][:1]:
             rows += [(f"LLM.{name}({k}=)", k in params) for k in kw]
     rows.append(("in-process client class 'InprocClient' exists", "InprocClient" in clients))
+    # policy.weight_sync=vllm against stock vllm serve (policies.weight_sync.VLLMServeSync, policies.vllm_worker):
+    # the routes it calls, the extension flag, and the worker-side load_weights it uses
+    routes = route_paths(whl)
+    for route in ("/pause", "/resume", "/collective_rpc", "/v1/completions"):
+        rows.append((f"vllm serve route {route}", route in routes))
+    rows.append(("EngineArgs(worker_extension_cls=)", "worker_extension_cls" in engine_args))
+    llama = read(whl, "vllm/model_executor/models/llama.py")
+    rows.append(("LlamaForCausalLM.load_weights(weights=)", "weights" in method_params(llama, "LlamaForCausalLM",
+                                                                                       "load_weights")[0]))
     print(f"vLLM {version}: our calls against its source")
     for what, ok in rows:
         print(f"  {'ok  ' if ok else 'MISSING'}  {what}")

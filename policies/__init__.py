@@ -50,8 +50,8 @@ class PolicyConfig:
     """engine=server: seconds any one request to a server may take (then retried)"""
     max_retries: int = 3
     """engine=server: retries with backoff before a server counts as down (the run then saves and stops)"""
-    weight_sync: Literal["filesystem", "nccl"] = "filesystem"
-    """engine=server: how new weights reach the servers: filesystem (safetensors in sync_dir, then /weights/load) or nccl (vLLM's weight transfer, GPU)"""
+    weight_sync: Literal["filesystem", "vllm", "nccl"] = "filesystem"
+    """engine=server: how new weights reach the servers: filesystem (safetensors in sync_dir, then /weights/load: python -m policies serve), vllm (the same file loaded by stock vllm serve 0.12+ through /collective_rpc: VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls policies.vllm_worker.RLVRWorkerExtension) or nccl (vLLM's weight transfer, GPU)"""
     sync_dir: str | None = None
     """engine=server, weight_sync=filesystem: a folder the servers can read (default: a temporary folder, same machine)"""
 

@@ -1,7 +1,11 @@
 """Training against generation servers: ``policy.engine=server policy.base_url=URL[,URL...]``.
 
 The servers are ``python -m policies serve`` or ``vllm serve`` (any OpenAI-compatible server
-that takes token-id prompts and returns token ids, vLLM's ``return_token_ids``). The trainer
+that takes token-id prompts and returns token ids, vLLM's ``return_token_ids``). Training against
+stock ``vllm serve`` (0.12+): ``policy.weight_sync=vllm``, the servers started with
+``VLLM_SERVER_DEV_MODE=1 vllm serve MODEL --worker-extension-cls policies.vllm_worker.RLVRWorkerExtension``
+(`policies.weight_sync.VLLMServeSync`: the safetensors file of ``filesystem``, checked and loaded by
+each vLLM worker through ``/collective_rpc``, between ``/pause`` and ``/resume``). The trainer
 sends token ids, never text it would have to re-tokenize, and reads back the completion's ids
 and sampling logprobs, so a rollout from a server is the same record as one made in-process.
 
@@ -66,9 +70,14 @@ class ServerEngine(PooledClients):
             from policies.weight_sync import FilesystemSync
 
             self.sync: Any = FilesystemSync(sync_dir, self._post)
+        elif weight_sync == "vllm":  # stock vllm serve with our worker extension (policies.vllm_worker)
+            from policies.weight_sync import VLLMServeSync
+
+            self.sync = VLLMServeSync(sync_dir, self._post, timeout)
         else:
             raise ValueError(f"policy.weight_sync={weight_sync!r}: build NCCLSync with the servers' NCCL rendezvous "
-                             f"(policies.weight_sync.NCCLSync); from the command line use filesystem")
+                             f"(policies.weight_sync.NCCLSync); from the command line use filesystem (python -m "
+                             f"policies serve) or vllm (vllm serve)")
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any) -> "ServerEngine":
@@ -100,7 +109,9 @@ class ServerEngine(PooledClients):
             raise RuntimeError(f"{url} answered {e.status_code}: {e.message}") from None
 
     def served(self) -> list[dict[str, Any]]:
-        """Each replica's ``{version, checksum}``."""
+        """Each replica's ``{version, checksum}`` (``vllm serve``: its workers', through /collective_rpc)."""
+        if getattr(self.sync, "name", "") == "vllm":
+            return [self.sync.served(i) for i in range(len(self.urls))]
         return [self._call(i, "GET", "/weights") for i in range(len(self.urls))]
 
     def attach(self, model: Any) -> None:

@@ -142,7 +142,9 @@ class FilesystemSync:
         self.post = post  # post(replica_index, path, body) -> dict, from the engine (timeouts, retries)
         self._last: str | None = None
 
-    def push(self, model: Any, version: int, replicas: Sequence[int]) -> str:
+    def write(self, model: Any, version: int) -> tuple[str, str, str]:
+        """The weights as ``v{version}.safetensors`` (atomically; tied weights once, as safetensors'
+        ``save_model`` writes them). Returns (path, the model's checksum, the checksum of the file's tensors)."""
         from safetensors.torch import _remove_duplicate_names, save_file
 
         path = os.path.join(self.folder, f"v{version}.safetensors")
@@ -153,12 +155,23 @@ class FilesystemSync:
         for kept, dropped in _remove_duplicate_names(disk).items():  # tied weights: one copy on disk, as
             for name in dropped:  # safetensors' save_model writes it (the server loads with load_model)
                 del disk[name]
-        save_file({k: v.contiguous() for k, v in disk.items()}, tmp, metadata={"format": "pt", CHECKSUM_KEY: want})
+        disk = {k: v.contiguous() for k, v in disk.items()}
+        save_file(disk, tmp, metadata={"format": "pt", CHECKSUM_KEY: want})
         os.replace(tmp, path)
+        return os.path.abspath(path), want, _checksum(disk)
+
+    def done(self, path: str) -> None:
+        """Every replica has ``path``: the file before it goes."""
+        if self._last and self._last != path and os.path.exists(self._last):
+            os.remove(self._last)
+        self._last = path
+
+    def push(self, model: Any, version: int, replicas: Sequence[int]) -> str:
+        path, want, _ = self.write(model, version)
         for i in replicas:
             self.post(i, "/pause", {})
             try:
-                got = self.post(i, "/weights/load", {"path": os.path.abspath(path), "version": version, "checksum": want})
+                got = self.post(i, "/weights/load", {"path": path, "version": version, "checksum": want})
             except ServerDown:
                 raise
             except RuntimeError as e:  # the server refused the file (400, the reason): it serves what it served
@@ -169,9 +182,63 @@ class FilesystemSync:
                 raise WeightSyncError(f"replica {i} serves version {got.get('version')} with checksum "
                                       f"{str(got.get('checksum'))[:19]} after loading version {version} "
                                       f"(the trainer's checksum is {want[:19]})")
-        if self._last and self._last != path and os.path.exists(self._last):
-            os.remove(self._last)
-        self._last = path
+        self.done(path)
+        return want
+
+
+class VLLMServeSync(FilesystemSync):
+    """The same file, loaded by stock ``vllm serve`` (0.12+, ``VLLM_SERVER_DEV_MODE=1``, started with
+    ``--worker-extension-cls policies.vllm_worker.RLVRWorkerExtension``): ``POST /pause`` (vLLM aborts the
+    requests in flight; `ServerEngine` samples them again), ``POST /collective_rpc`` calling
+    ``rlvr_load_weights`` on every worker (each checks the file against the checksum of what was written
+    before loading it, `policies.vllm_worker`), ``POST /resume``; every worker must answer with the
+    version and the trainer's checksum. ``served(i)`` reads them back (``rlvr_weights``). vLLM's responses
+    carry no weights version, so a replica that restarts mid-run is caught at the next push or at
+    ``attach``, not per rollout as with ``python -m policies serve``."""
+
+    name = "vllm"
+
+    def __init__(self, folder: str | None, post: Any, timeout: float = 300.0):
+        super().__init__(folder, post)
+        self.timeout = timeout
+
+    def _rpc(self, i: int, method: str, args: list[str]) -> list[Any]:
+        try:
+            got = self.post(i, "/collective_rpc", {"method": method, "args": args, "timeout": self.timeout})
+        except ServerDown:
+            raise
+        except RuntimeError as e:  # 404: not in dev mode; 500: the extension class is missing
+            raise WeightSyncError(f"replica {i}: /collective_rpc {method} failed ({e}); start vllm serve with "
+                                  f"VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls "
+                                  f"policies.vllm_worker.RLVRWorkerExtension") from None
+        results = (got or {}).get("results")
+        if not isinstance(results, list) or not results:
+            raise WeightSyncError(f"replica {i}: /collective_rpc {method} answered {str(got)[:200]}, no worker results")
+        return results
+
+    def served(self, i: int) -> dict[str, Any]:
+        """What replica i's workers serve: their common ``{version, checksum}`` (version -1 when they differ)."""
+        results = self._rpc(i, "rlvr_weights", [])
+        states = {(r.get("version"), r.get("checksum")) if isinstance(r, dict) else (None, None) for r in results}
+        if len(states) != 1:
+            return {"version": -1, "checksum": None}
+        version, checksum = states.pop()
+        return {"version": version, "checksum": checksum}
+
+    def push(self, model: Any, version: int, replicas: Sequence[int]) -> str:
+        path, want, file_checksum = self.write(model, version)
+        for i in replicas:
+            self.post(i, "/pause", {})
+            try:
+                results = self._rpc(i, "rlvr_load_weights", [path, str(version), file_checksum, want])
+            finally:
+                self.post(i, "/resume", {})
+            for w, r in enumerate(results):
+                r = r if isinstance(r, dict) else {"error": str(r)}
+                if r.get("error") or r.get("version") != version or r.get("checksum") != want:
+                    raise WeightSyncError(f"replica {i}, worker {w} did not load version {version}: "
+                                          f"{r.get('error') or r}")
+        self.done(path)
         return want
 
 
