@@ -375,6 +375,14 @@ def reward_metrics(results: Sequence[Any], rollouts: Sequence[Rollout], tasks: S
     return m
 
 
+def has_error(result: Any) -> bool:
+    """Whether a scored completion has an ``error`` verdict in any part (a broken reference, a verifier or
+    reward worker that failed): not a wrong answer, so no trainer learns from it as one. GRPO masks its
+    group, PPO its row, iterative DPO builds no pair from its group; rejection sampling never accepts it
+    (not correct). Counted apart as ``verdict/error``."""
+    return any(getattr(v.status, "value", v.status) == "error" for v in getattr(result, "verdicts", {}).values())
+
+
 def stale(engine: Any, rollouts: Sequence[Rollout]) -> bool:
     """Generation servers: whether a rollout comes from other weights than those last pushed (a replica
     restarted, or reset, since; `ServerEngine.resync` brings it back)."""

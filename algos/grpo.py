@@ -50,7 +50,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from algos import dist, filtering, losses, microbatch, mixture
 from algos.config import AT_LEAST_1, POSITIVE, ConfigError, Range
-from algos.common import (Progress, RunConfig, adamw, reference, eval_metrics, evaluate, finish, heldout_before, progress_bar,
+from algos.common import (Progress, RunConfig, adamw, has_error, reference, eval_metrics, evaluate, finish, heldout_before, progress_bar,
                           log_samples, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
                           sync_engine, update, lr_at)
 from policies import SamplingParams
@@ -177,7 +177,7 @@ def _groups(rollouts: list, results: list, cfg: GRPOConfig) -> list[tuple[list, 
     for g in range(len(rollouts) // G):
         ro = rollouts[g * G:(g + 1) * G]
         res = results[g * G:(g + 1) * G]
-        if any(v.status.value == "error" for x in res for v in getattr(x, "verdicts", {}).values()):
+        if any(has_error(x) for x in res):
             out.append((ro, torch.zeros(len(ro))))
             continue
         r = torch.tensor([x.reward for x in res])

@@ -33,7 +33,7 @@ import torch
 
 from algos import dist
 from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
-from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, has_error, evaluate, finish, heldout_before, progress_bar,
                           reduce_stats, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
                           sync_engine, lr_at)
 from algos import microbatch
@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             G = cfg.samples_per_task
             for g in range(0, len(rollouts), G):
                 ro, res = rollouts[g:g + G], results[g:g + G]
+                if any(has_error(x) for x in res):  # an error is not a rejected answer: no pair from this group
+                    continue
                 for c, r in build_pairs([x.reward for x in res], [len(x.completion_ids) for x in ro], cfg.pairs_per_task):
                     pairs.append(Pair(list(ro[c].prompt_ids), list(ro[c].completion_ids), list(ro[r].completion_ids),
                                       _mask(ro[c]), _mask(ro[r])))  # tool results: no loss

@@ -34,7 +34,7 @@ import torch
 
 from algos import dist, losses, microbatch
 from algos.config import ANY, AT_LEAST_1, POLICY_RANGES, POSITIVE, Range  # noqa: F401
-from algos.common import (Progress, RunConfig, adamw, eval_metrics, evaluate, finish, heldout_before, progress_bar,
+from algos.common import (Progress, RunConfig, adamw, eval_metrics, has_error, evaluate, finish, heldout_before, progress_bar,
                           log_samples, reward_metrics, run_main, sample_and_score, save_on_interrupt, set_lr, start,
                           sync_engine, lr_at)
 from policies import SamplingParams, lora
@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rollouts, results, flat_tasks = sample_and_score(engine, env, tasks, params)
             metrics = reward_metrics(results, rollouts, flat_tasks, cfg.samples_per_prompt)  # a mixture: per environment too
             rows = microbatch.Rows([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts],
-                                   [r.loss_mask for r in rollouts],  # tool results: no loss
+                                   # tool results: no loss; a completion with an error verdict: none at all (masked)
+                                   [[0.0] * len(r.completion_ids) if has_error(x) else r.loss_mask
+                                    for r, x in zip(rollouts, results)],
                                    {"old_logp": [torch.tensor(r.logprobs, dtype=torch.float32) for r in rollouts]}
                                    ).padded_as_a_whole()
             batch, v = rows.collate(tok.pad_token_id, model.device)  # the whole batch's [N, C] tensors (no model pass)
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rewards = token_rewards(final, old_logp, ref_logp, mask, cfg.kl_coef)
             adv, returns = losses.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             if cfg.whiten_advantages:  # over every rank's tokens
-                n_tok = w.sum(mask.sum())
+                n_tok = w.sum(mask.sum()).clamp(min=1.0)  # every row masked (error verdicts): no 0/0
                 mu = w.sum((adv * mask).sum()) / n_tok
                 sd = (w.sum((((adv - mu) ** 2) * mask).sum()) / n_tok).sqrt()
                 adv = (adv - mu) / (sd + 1e-8) * mask

@@ -99,3 +99,30 @@ def test_grpo_with_a_failing_ray_scorer_runs_and_logs_the_errors(tmp_path):
     rows = [json.loads(x) for x in open(out / "metrics.jsonl")]
     step = [r for r in rows if r["step"] == 1 and "verdict/error" in r][0]
     assert step["verdict/error"] == 1.0 and "reward/format" in step
+
+
+@pytest.mark.parametrize("module,args", [
+    ("ppo", ["steps=1", "prompts_per_step=2", "samples_per_prompt=2"]),
+    ("iterative_dpo", ["rounds=1", "tasks_per_round=2", "samples_per_task=4", "batch_size=2"]),
+])
+def test_ppo_and_iterative_dpo_take_error_verdicts_out_of_the_loss(tmp_path, module, args):
+    """Every completion scored by a failing Ray scorer: PPO masks every row (nothing moves), iterative DPO builds
+    no pair (an error is not a rejected answer); both run to the end and log the errors."""
+    import importlib
+
+    from policies import PolicyConfig, load_model
+    from policies.weight_sync import weights_checksum
+
+    out = tmp_path / "r"
+    importlib.import_module(f"algos.{module}").main(
+        ["env=tests.hanging_env:FailingMathEnv", "max_new_tokens=16", "heldout_size=4", "reward_workers=ray",
+         "ray_actors=1", *args, f"out={out}"])
+    rows = [json.loads(x) for x in open(out / "metrics.jsonl")]
+    assert any(r.get("verdict/error") == 1.0 for r in rows)
+    if module == "iterative_dpo":
+        assert [r["pref/pairs"] for r in rows if "pref/pairs" in r] == [0]
+    else:
+        assert all(r["loss/policy"] == 0.0 for r in rows if "loss/policy" in r)
+    start = weights_checksum(load_model(PolicyConfig(model="tiny-sft"))[0])
+    final = json.load(open(out / "summary.json"))["checkpoint"]
+    assert weights_checksum(load_model(PolicyConfig(model=final))[0]) == start  # nothing learnt from errors
