@@ -9,7 +9,9 @@ Shared: ``config`` (dataclass configs, ``key=value`` parsing, ``--help``), ``com
 sampling and scoring, held-out evaluation, finishing, Ctrl-C saving), ``runs`` (the run folder,
 logs, checkpoints, curves), ``heldout`` (the held-out evaluation core), ``episodes`` (one or more
 turns per task), ``losses`` and ``metrics`` (pure functions), ``microbatch`` (gradient
-accumulation), ``dist`` (torchrun: DDP/FSDP2), ``preference`` (what both DPO modules share).
+accumulation), ``dist`` (torchrun: DDP/FSDP2), ``preference`` (what both DPO modules share),
+``mixture`` (``env=[A,B]``: a mixture of environments, per-environment metrics, self-correction
+markers), ``filtering`` (GRPO's dynamic sampling per environment and online difficulty filter).
 
 Importing ``algos`` first checks that ``verifiers``, ``envs``, ``policies`` and ``sandbox`` are this
 project's packages and not same-named ones from another distribution (``envs/_layout.py``).
