@@ -53,6 +53,21 @@ def test_a_scorer_that_raises_gives_error_verdicts_and_concurrent_batches_take_t
     tasks = base.tasks(6, "heldout")
     scorer = RayScorer(env, {}, actors=2, chunk_size=2, timeout=30.0, retries=1)
     outs: list = [None, None]
+    inside, most = [0], [0]
+    real = scorer._score_batch
+
+    def counted(*a):  # how many batches are inside the scorer at once (the actors and counters are shared)
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        try:
+            import time
+
+            time.sleep(0.5)
+            return real(*a)
+        finally:
+            inside[0] -= 1
+
+    scorer._score_batch = counted
 
     def score(k):
         outs[k] = scorer.score_batch([base.gold_completion(t) for t in tasks], tasks)
@@ -71,6 +86,7 @@ def test_a_scorer_that_raises_gives_error_verdicts_and_concurrent_batches_take_t
             v = next(iter(r.verdicts.values()))
             assert v.status.value == "error" and "RuntimeError: the grader's database is gone" in v.details["error"]
     assert scorer.replaced == 0  # a raising scorer is not a dead worker
+    assert most[0] == 1  # the two batches took turns
 
 
 def test_grpo_masks_error_groups_instead_of_scoring_them_zero():
