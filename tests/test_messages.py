@@ -291,6 +291,7 @@ def _flags() -> set[str]:
 NOT_KEYS = {
     "key": "the form itself: key=value",
     "--nproc_per_node": "torchrun's flag, in the torchrun command to run",
+    "--worker-extension-cls": "vllm serve's flag, in the vllm serve command to start (policy.weight_sync=vllm)",
     "--no-deps": "pip's flag, in the pip command to run",
     "--force-reinstall": "pip's flag, in the pip command to run",
     "--variant": "debootstrap's flag, in the command python -m sandbox image build runs and prints",
