@@ -5,8 +5,12 @@ Entry points (``python -m algos.NAME``): ``sft``, ``grpo``, ``ppo``, ``rejection
 ``reward_model`` (a Bradley-Terry reward model), ``evaluate`` (with ``judging``: an LLM judge's scores and
 win rate) and ``recipe`` (stages in order).
 
-Shared: ``config`` (dataclass configs, ``key=value`` parsing, ``--help``), ``common`` (run setup,
-sampling and scoring, held-out evaluation, finishing, Ctrl-C saving), ``runs`` (the run folder,
+Shared: ``config`` (dataclass configs, ``key=value`` parsing, ``--help``), ``lifecycle`` (a run from
+start to finish: setup, resume, held-out evaluation before and after, the alignment-tax suite, the final
+checkpoint and summary, Ctrl-C saving), ``steps`` (the pieces of a training step: sampling and scoring,
+reward metrics, the optimizer and learning-rate schedule, the reference), ``cli`` (one-line errors and
+exit codes), ``common`` (all of those under one name), ``evaluation`` (the evaluation core that
+``evaluate``, the command, and the tax suite share), ``runs`` (the run folder,
 logs, checkpoints, curves), ``heldout`` (the held-out evaluation core), ``episodes`` (one or more
 turns per task), ``losses`` and ``metrics`` (pure functions), ``microbatch`` (gradient
 accumulation), ``dist`` (torchrun: DDP/FSDP2), ``preference`` (what both DPO modules share),

@@ -40,7 +40,8 @@ def _import_ray() -> Any:
 
 class RayScorer:
     def __init__(self, env: str, env_kwargs: dict[str, Any] | None = None, actors: int = 2, address: str | None = None,
-                 chunk_size: int = 16, timeout: float = 600.0, retries: int = 2, num_cpus: int | None = None):
+                 chunk_size: int = 16, timeout: float = 600.0, retries: int = 2, num_cpus: int | None = None,
+                 start_timeout: float = 300.0):
         ray = self.ray = _import_ray()
         if not ray.is_initialized():
             init: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": False}
@@ -57,7 +58,12 @@ class RayScorer:
         self._worker_cls = ray.remote(num_cpus=0.5, max_restarts=0, scheduling_strategy="SPREAD")(_ScoreWorker)
         self.actors = [self._spawn() for _ in range(actors)]
         # built (env made) or an error now; each answers with its rubric's part names (`_errors` gives every one)
-        self.parts: list[str] = ray.get([a.ready.remote() for a in self.actors], timeout=timeout)[0]
+        # (starting an actor imports the environment: its own limit, not a chunk's scoring deadline)
+        try:
+            self.parts: list[str] = ray.get([a.ready.remote() for a in self.actors], timeout=max(timeout, start_timeout))[0]
+        except ray.exceptions.GetTimeoutError:
+            raise EnvError(f"the {actors} Ray scoring actors of env={env} did not start in "
+                               f"{max(timeout, start_timeout):.0f}s (are there free CPUs in the cluster?)") from None
         self._lock = threading.Lock()  # one batch at a time: the actors, free list and counters are shared
 
     def _spawn(self) -> Any:

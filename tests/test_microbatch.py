@@ -90,8 +90,8 @@ def test_every_row_lands_in_exactly_one_micro_batch_within_the_limits():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["micro_batch_size=-1"], "micro_batch_size=-1 is negative; use a positive limit, or micro_batch_size=0 for none"),
-    (["micro_batch_tokens=-8"], "micro_batch_tokens=-8 is negative"),
+    (["micro_batch_size=-1"], "micro_batch_size=-1 is out of range: it must be >= 0"),
+    (["micro_batch_tokens=-8"], "micro_batch_tokens=-8 is out of range: it must be >= 0"),
     (["micro_batch_size=17"], "micro_batch_size=17 is larger than an optimizer step's 16 rows (prompts_per_step x "
                               "group_size / minibatches); use micro_batch_size<=16, or micro_batch_size=0 for no limit"),
     (["micro_batch_size=9", "minibatches=2"], "micro_batch_size=9 is larger than an optimizer step's 8 rows"),

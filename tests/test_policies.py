@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from policies import PolicyConfig, SamplingParams, load
+from policies.base import PolicyError
 from policies.hf import TransformersEngine
 from policies.openai_client import OpenAIEngine, OpenAIError
 from policies.tiny import build_model, build_tokenizer
@@ -97,7 +98,7 @@ def test_sampling_params_validation(kw, msg):
 
 
 def test_load_errors_are_clear():
-    with pytest.raises(FileNotFoundError, match="cannot load model"):
+    with pytest.raises(PolicyError, match="policy.model=/no/such/model: not found locally"):
         load(PolicyConfig(model="/no/such/model"))
     with pytest.raises(ValueError, match="dtype"):
         load(PolicyConfig(model="tiny", dtype="float8"))
