@@ -356,12 +356,14 @@ class TransformersEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Rollout]]:
+    def _rows(self, prompts: Sequence[Prompt], params: SamplingParams) -> tuple[list[tuple[int, list[int]]], Any]:
+        """(prompt index, prompt ids) per sample, ``n`` per prompt, and the seeded generator (None unseeded)."""
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
-        rows = [(i, ids) for i, ids in enumerate(encoded) for _ in range(params.n)]
-        gen = None
-        if params.seed is not None:
-            gen = torch.Generator(device=self.device).manual_seed(params.seed)
+        gen = None if params.seed is None else torch.Generator(device=self.device).manual_seed(params.seed)
+        return [(i, ids) for i, ids in enumerate(encoded) for _ in range(params.n)], gen
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Rollout]]:
+        rows, gen = self._rows(prompts, params)
         outs: list[Rollout] = []
         for chunk in self.chunks(rows, params.max_new_tokens):
             outs += self._generate_rows([prompts[i] for i, _ in chunk], [ids for _, ids in chunk], params, gen)
@@ -374,11 +376,7 @@ class TransformersEngine:
         logprobs). ``close()`` it to cancel (nothing more is computed). When ``abort()`` turns true the
         rows still running end where they are with finish reason ``abort`` (vLLM's), and rows not yet
         started end empty with ``abort``."""
-        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
-        rows = [(i, ids) for i, ids in enumerate(encoded) for _ in range(params.n)]
-        gen = None
-        if params.seed is not None:
-            gen = torch.Generator(device=self.device).manual_seed(params.seed)
+        rows, gen = self._rows(prompts, params)
         outs: list[Rollout] = []
         for chunk in self.chunks(rows, params.max_new_tokens):
             chunk_prompts = [prompts[i] for i, _ in chunk]
