@@ -93,6 +93,31 @@ def _mask(r: Any) -> list[int] | None:
     return list(r.loss_mask) if r.loss_mask is not None else None
 
 
+def train_round(model: Any, ref: Any, opt: Any, pairs: list[Pair], cfg: IterativeDPOConfig, settings: LossSettings,
+                limits: microbatch.Limits, w: Any, rnd: int, updates: int, pad_id: int) -> tuple[dict[str, list[float]], int]:
+    """One round's preference training: ``cfg.epochs`` passes over ``pairs`` (every rank's pairs of the round,
+    the same list on every rank), shuffled per round, in minibatches of ``cfg.batch_size``; each rank takes its
+    strided pairs of each minibatch, the loss the minibatch's mean over all ranks. The same update on any
+    number of ranks as in one process (tests/test_distributed.py). Returns the per-minibatch statistics and
+    the updated count of gradient steps."""
+    train_without_dropout(model)  # no dropout: the policy's logprobs compare with the reference's (eval)
+    shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
+    pairs = list(pairs)
+    stats: dict[str, list[float]] = {}
+    for _ in range(cfg.epochs):
+        shuffle.shuffle(pairs)
+        for lo in range(0, len(pairs), cfg.batch_size):
+            set_lr(opt, lr_at(cfg, cfg.lr, updates, 0, progress=rnd / cfg.rounds))
+            mb = pairs[lo:lo + cfg.batch_size]
+            local = w.strided(mb)
+            _, loss, st = pair_step(opt, model, ref, local, pad_id, settings, float(len(mb)), limits, cfg.grad_clip)
+            updates += 1
+            st = reduce_stats(st, len(local))
+            for k, v in {f"loss/{cfg.loss}": w.sum(loss), **st}.items():
+                stats.setdefault(k, []).append(v)
+    return stats, updates
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup
     s = start(IterativeDPOConfig, argv, "iterative_dpo")
@@ -142,21 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pairs = w.gather(pairs)  # every rank trains on its rows of the same minibatches of all ranks' pairs
             metrics["pref/pairs"] = len(pairs)
             # -------------------------------------------------------------- train on the round's pairs
-            train_without_dropout(model)  # no dropout: the policy's logprobs compare with the reference's (eval)
-            shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
-            stats: dict[str, list[float]] = {}
-            for _ in range(cfg.epochs):
-                shuffle.shuffle(pairs)
-                for lo in range(0, len(pairs), cfg.batch_size):
-                    set_lr(opt, lr_at(cfg, cfg.lr, updates, 0, progress=rnd / cfg.rounds))
-                    mb = pairs[lo:lo + cfg.batch_size]
-                    local = w.strided(mb)
-                    _, loss, st = pair_step(opt, model, ref, local, tok.pad_token_id, settings, float(len(mb)), limits,
-                                            cfg.grad_clip)
-                    updates += 1
-                    st = reduce_stats(st, len(local))
-                    for k, v in {f"loss/{cfg.loss}": w.sum(loss), **st}.items():
-                        stats.setdefault(k, []).append(v)
+            stats, updates = train_round(model, ref, opt, pairs, cfg, settings, limits, w, rnd, updates, tok.pad_token_id)
             if ref is not None and cfg.ref_refresh_every and (rnd + 1) % cfg.ref_refresh_every == 0:
                 ref.load_state_dict(dist.full_state_dict(model))
             progress.finished(rnd + 1, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,

@@ -141,6 +141,37 @@ def _truncate_accepted(path: str, last_round: int) -> None:
         f.writelines(rows)
 
 
+def finetune(model: Any, opt: Any, rows: list, cfg: RejectionSamplingConfig, w: Any, rnd: int, updates: int,
+             pad_id: int) -> tuple[list[float], int]:
+    """One round's fine-tuning: ``cfg.epochs`` passes over ``rows`` (the round's accepted completions of
+    every rank, as ``(prompt_ids, completion_ids, loss_mask)``, the same list on every rank) in minibatches of
+    ``cfg.batch_size``, shuffled per round; each rank trains on its strided rows of each minibatch, the loss
+    the minibatch's token mean over all ranks. The same update on any number of ranks as in one process
+    (tests/test_distributed.py). Returns each minibatch's loss and the updated count of gradient steps."""
+    model.train()
+    shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
+    losses: list[float] = []
+    for _ in range(cfg.epochs):
+        order = list(range(len(rows)))
+        shuffle.shuffle(order)
+        for lo in range(0, len(order), cfg.batch_size):
+            mb = w.strided([rows[i] for i in order[lo:lo + cfg.batch_size]])  # this rank's rows
+            set_lr(opt, lr_at(cfg, cfg.lr, updates, 0, progress=rnd / cfg.rounds))
+            part_rows = microbatch.Rows([p for p, _, _ in mb], [c for _, c, _ in mb], [m for _, _, m in mb])  # tool results: no loss
+            tokens = w.sum(part_rows.tokens().sum().item() if mb else 0.0)  # the minibatch's, over every rank
+            parts_loss: list[float] = []
+
+            def loss_of(part: microbatch.Rows) -> torch.Tensor:  # a micro-batch's share of the minibatch's loss
+                loss = sft_loss(model, part.collate(pad_id, model.device)[0], tokens)
+                parts_loss.append(loss.item())
+                return loss
+
+            microbatch.step(opt, model, part_rows.split(microbatch.Limits.of(cfg)), loss_of, cfg.grad_clip)
+            updates += 1
+            losses.append(w.sum(sum(parts_loss)))
+    return losses, updates
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ------------------------------------------------------------------ setup
     s = start(RejectionSamplingConfig, argv, "rejection_sampling")
@@ -188,27 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     for a in accepted:
                         f.write(json.dumps({k: v for k, v in a.items() if k != "ids"}) + "\n")
             # -------------------------------------------------------------- fine-tune on the kept completions
-            model.train()
-            shuffle = random.Random(cfg.seed * 1_000_003 + rnd)  # per round, so a resumed run matches
-            losses_: list[float] = []
-            for _ in range(cfg.epochs):
-                order = list(range(len(accepted)))
-                shuffle.shuffle(order)
-                for lo in range(0, len(order), cfg.batch_size):
-                    mb = w.strided([accepted[i]["ids"] for i in order[lo:lo + cfg.batch_size]])  # this rank's rows
-                    set_lr(opt, lr_at(cfg, cfg.lr, updates, 0, progress=rnd / cfg.rounds))
-                    rows = microbatch.Rows([p for p, _, _ in mb], [c for _, c, _ in mb], [m for _, _, m in mb])  # tool results: no loss
-                    tokens = w.sum(rows.tokens().sum().item() if mb else 0.0)  # the minibatch's, over every rank
-                    parts_loss: list[float] = []
-
-                    def loss_of(part: microbatch.Rows) -> torch.Tensor:  # a micro-batch's share of the minibatch's loss
-                        loss = sft_loss(model, part.collate(tok.pad_token_id, model.device)[0], tokens)
-                        parts_loss.append(loss.item())
-                        return loss
-
-                    microbatch.step(opt, model, rows.split(microbatch.Limits.of(cfg)), loss_of, cfg.grad_clip)
-                    updates += 1
-                    losses_.append(w.sum(sum(parts_loss)))
+            losses_, updates = finetune(model, opt, [a["ids"] for a in accepted], cfg, w, rnd, updates, tok.pad_token_id)
             progress.finished(rnd + 1, {"position": position, "updates": updates, "heldout_accuracy_before": acc_before,
                                         "wall_seconds": time.time() - t_start}, metrics)
             sync_engine(s)

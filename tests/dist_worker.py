@@ -159,6 +159,47 @@ def ppo_case(world, **micro):
     return model, stats[0]["loss/policy"], stats[-1]["loss/value"]
 
 
+def rs_case(world, **micro):
+    """Rejection sampling's fine-tuning of a round (algos.rejection_sampling.finetune): 2 epochs over 7 accepted
+    completions (one with a tool-result mask) in minibatches of 3, shuffled per round: uneven strided shares
+    (2 and 1 rows; 1 and 0 in the last minibatch), each minibatch's gradient taken after the last one's update."""
+    from algos.rejection_sampling import RejectionSamplingConfig, finetune
+
+    model, tok = fixed_model()
+    gen = torch.Generator().manual_seed(6)
+    rows = []
+    for i in range(7):
+        prompt = torch.randint(5, 40, (2 + i % 3,), generator=gen).tolist()
+        comp = torch.randint(5, 40, (2 + (3 * i) % 5,), generator=gen).tolist()
+        rows.append((prompt, comp, [1, 0] + [1] * (len(comp) - 2) if i == 3 else None))
+    model = dist.prepare(model, world)
+    opt = optimizer(model, 0.01)
+    cfg = RejectionSamplingConfig(epochs=2, batch_size=3, lr=0.01, warmup_steps=0, grad_clip=0.0, rounds=1, **micro)
+    losses, updates = finetune(model, opt, rows, cfg, world, 0, 0, tok.pad_token_id)
+    assert updates == 6, updates
+    return model, losses[-1], losses[0]
+
+
+def idpo_case(world, **micro):
+    """Iterative DPO's training of a round (algos.iterative_dpo.train_round): 2 epochs over 7 pairs in minibatches
+    of 3 against a frozen reference, shuffled per round; uneven strided shares as in rs_case."""
+    from algos.iterative_dpo import IterativeDPOConfig, train_round
+
+    model, tok = fixed_model()
+    gen = torch.Generator().manual_seed(7)
+    pairs = [Pair(torch.randint(5, 40, (2 + i % 3,), generator=gen).tolist(),
+                  torch.randint(5, 40, (2 + i % 4,), generator=gen).tolist(),
+                  torch.randint(5, 40, (1 + (5 * i) % 6,), generator=gen).tolist()) for i in range(7)]
+    model = dist.prepare(model, world)
+    ref = dist.frozen_copy(model, world)
+    opt = optimizer(model, 1e-3)
+    cfg = IterativeDPOConfig(epochs=2, batch_size=3, lr=1e-3, warmup_steps=0, grad_clip=0.0, rounds=1, beta=0.5)
+    stats, updates = train_round(model, ref, opt, pairs, cfg, LossSettings("dpo", beta=0.5),
+                                 microbatch.Limits(**micro) if micro else microbatch.Limits(), world, 0, 0, tok.pad_token_id)
+    assert updates == 6, updates
+    return model, stats["loss/dpo"][-1], stats["loss/dpo"][0]
+
+
 def main():
     out = sys.argv[1]
     parallel = dict(a.split("=", 1) for a in sys.argv[2:]).get("parallel", "auto")
@@ -175,7 +216,10 @@ def main():
                               # (a small step: the second minibatch's gradient is taken after the first's update)
                               ("grpo/minibatches", grpo_case, {"minibatches": 2, "lr": 1e-3}),
                               ("grpo/minibatches/micro", grpo_case, {"minibatches": 2, "micro_batch_size": 2, "lr": 1e-3}),
-                              ("ppo", ppo_case, {}), ("ppo/micro", ppo_case, {"micro_batch_size": 1})):
+                              ("ppo", ppo_case, {}), ("ppo/micro", ppo_case, {"micro_batch_size": 1}),
+                              # rejection sampling's and iterative DPO's round of minibatches ("grad_norm": the first loss)
+                              ("rs", rs_case, {}), ("rs/micro", rs_case, {"micro_batch_size": 1}),
+                              ("idpo", idpo_case, {}), ("idpo/micro", idpo_case, {"tokens": 24})):
         model, loss, gn = case(world, **micro)
         grads, weights = full_grads_and_weights(model)
         # every rank holds the same weights after the update (replicas in step; under fsdp, the same gathered model)

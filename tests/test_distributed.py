@@ -78,14 +78,16 @@ def test_micro_batches_update_like_the_unsplit_step(updates, algo, mode):
     assert len(sums) == updates[mode]["world_size"] and len(set(sums)) == 1
 
 
-@pytest.mark.parametrize("algo", ["kto", "kto/micro", "grpo/minibatches", "grpo/minibatches/micro", "ppo", "ppo/micro"])
+@pytest.mark.parametrize("algo", ["kto", "kto/micro", "grpo/minibatches", "grpo/minibatches/micro", "ppo", "ppo/micro",
+                                  "rs", "rs/micro", "idpo", "idpo/micro"])
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_kto_and_minibatches_update_like_one_process(updates, algo, mode):
     """Issue 26 #10: KTO's z (mismatched pairs of the whole minibatch), GRPO with minibatches > 1 and PPO's
     shuffled minibatches (the minibatches of one process, whatever the rank count); KTO with an uneven minibatch (5 examples: 3 and 2)
-    under fsdp does not wait on a rank with fewer passes (#8). Two ranks equal one process."""
+    under fsdp does not wait on a rank with fewer passes (#8); rejection sampling's and iterative DPO's rounds (several
+    minibatches, uneven strided shares, one rank without rows in the last). Two ranks equal one process."""
     a, b = updates["one"]["results"][algo], updates[mode]["results"][algo]
-    ref = updates["one"]["results"][{"kto": "kto", "grpo": "grpo/minibatches", "ppo": "ppo"}[algo.split("/")[0]]]
+    ref = updates["one"]["results"][{"kto": "kto", "grpo": "grpo/minibatches", "ppo": "ppo", "rs": "rs", "idpo": "idpo"}[algo.split("/")[0]]]
     assert a["loss"] == pytest.approx(ref["loss"], rel=1e-5, abs=1e-6)  # micro-batches: the unsplit step
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
     assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
