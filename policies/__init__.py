@@ -54,6 +54,8 @@ class PolicyConfig:
     """engine=server: how new weights reach the servers: filesystem (safetensors in sync_dir, then /weights/load: python -m policies serve), vllm (the same file loaded by stock vllm serve 0.12+ through /collective_rpc: VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls policies.vllm_worker.RLVRWorkerExtension) or nccl (vLLM's weight transfer, GPU)"""
     sync_dir: str | None = None
     """engine=server, weight_sync=filesystem: a folder the servers can read (default: a temporary folder, same machine)"""
+    nccl_master: str = ""
+    """engine=server, weight_sync=nccl: HOST:PORT where vLLM's workers reach this trainer (replica i at PORT + i)"""
 
 
 def load_model(cfg: PolicyConfig, lora: Any = None) -> tuple[Any, Any]:

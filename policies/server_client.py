@@ -16,7 +16,7 @@ and sampling logprobs, so a rollout from a server is the same record as one made
   replica still unreachable after that raises ``ServerDown``: a trainer saves a checkpoint and
   stops with a one-line error (exit 3).
 * ``update_weights(model)`` pushes the new weights to every replica through the configured
-  ``WeightSync`` (``policy.weight_sync``: filesystem or nccl) and checks each replica's version and
+  ``WeightSync`` (``policy.weight_sync``: filesystem, vllm or nccl) and checks each replica's version and
   checksum; ``attach(model)`` does it at the start for every replica that does not serve the
   trainer's weights under one version, and ``resync()`` again mid-run when a replica restarted (the
   trainer calls it when rollouts come back from other weights: `algos.common.sample_and_score`, and
@@ -52,7 +52,7 @@ def split_urls(base_url: str | None) -> list[str]:
 class ServerEngine(PooledClients):
     def __init__(self, base_urls: Sequence[str], model_name: str, tokenizer: Any, api_key: str | None = None,
                  timeout: float = 300.0, max_retries: int = 3, weight_sync: str = "filesystem",
-                 sync_dir: str | None = None):
+                 sync_dir: str | None = None, nccl_master: str = ""):
         try:
             import openai
         except ImportError as e:
@@ -74,10 +74,17 @@ class ServerEngine(PooledClients):
             from policies.weight_sync import VLLMServeSync
 
             self.sync = VLLMServeSync(sync_dir, self._post, timeout)
+        elif weight_sync == "nccl":  # vLLM's NCCL weight transfer (GPU)
+            from policies.weight_sync import NCCLSync
+
+            if not nccl_master:
+                raise ValueError("policy.weight_sync=nccl needs policy.nccl_master=HOST:PORT, the address vLLM's "
+                                 "workers reach this trainer at (replica i uses PORT + i)")
+            self.sync = NCCLSync(self._post, lambda i, path: self._call(i, "GET", path),
+                                 [self._root(i) for i in range(len(self.urls))], nccl_master, timeout)
         else:
-            raise ValueError(f"policy.weight_sync={weight_sync!r}: build NCCLSync with the servers' NCCL rendezvous "
-                             f"(policies.weight_sync.NCCLSync); from the command line use filesystem (python -m "
-                             f"policies serve) or vllm (vllm serve)")
+            raise ValueError(f"policy.weight_sync={weight_sync!r}: use filesystem (python -m policies serve), vllm "
+                             f"(stock vllm serve) or nccl (vLLM's NCCL transfer)")
 
     @classmethod
     def from_config(cls, cfg: Any, tokenizer: Any) -> "ServerEngine":
@@ -87,7 +94,7 @@ class ServerEngine(PooledClients):
         # every run would write to its config.json
         key = os.environ.get(cfg.api_key_env) or os.environ.get("RLVR_API_KEY")
         return cls(split_urls(cfg.base_url), cfg.served_model or cfg.model, tokenizer, key,
-                   cfg.request_timeout, cfg.max_retries, cfg.weight_sync, cfg.sync_dir)
+                   cfg.request_timeout, cfg.max_retries, cfg.weight_sync, cfg.sync_dir, cfg.nccl_master)
 
     # ------------------------------------------------------------------ weight routes
     def _root(self, i: int) -> str:
@@ -110,7 +117,7 @@ class ServerEngine(PooledClients):
 
     def served(self) -> list[dict[str, Any]]:
         """Each replica's ``{version, checksum}`` (``vllm serve``: its workers', through /collective_rpc)."""
-        if getattr(self.sync, "name", "") == "vllm":
+        if getattr(self.sync, "name", "") in ("vllm", "nccl"):
             return [self.sync.served(i) for i in range(len(self.urls))]
         return [self._call(i, "GET", "/weights") for i in range(len(self.urls))]
 

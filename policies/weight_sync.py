@@ -243,48 +243,74 @@ class VLLMServeSync(FilesystemSync):
 
 
 class NCCLSync:
-    """vLLM's native NCCL weight transfer to ``vllm serve`` replicas (GPU only)."""
+    """vLLM's native NCCL weight transfer to ``vllm serve`` replicas (GPU only).
+
+    ``post(i, path, body)`` and ``get(i, path)`` are the engine's calls to replica i's routes (its API key,
+    timeout and retries: `ServerEngine._call`); ``master`` is ``HOST:PORT`` where the trainer (rank 0 of
+    each replica's NCCL group) listens, replica i at ``PORT + i``. Per push and replica: ``/pause``
+    (vLLM aborts the requests in flight and clears its caches), the transfer (``send_weights``, bounded
+    by ``timeout``), ``/update_weight_version``, ``/resume``, then ``/weight_info`` must report the new
+    version. A transfer that fails or times out leaves the replica paused: its weights are partly new,
+    and generation from them would be wrong under either version; the `WeightSyncError` says so (the
+    run saves and stops; a restarted replica gets the weights at ``attach``)."""
 
     name = "nccl"
 
-    def __init__(self, base_urls: Sequence[str], master_address: str, master_port: int, world_size: int,
-                 timeout: float = 300.0):
+    def __init__(self, post: Any, get: Any, urls: Sequence[str], master: str, timeout: float = 300.0):
         try:
-            from vllm.distributed.weight_transfer.clients import HTTPVLLMWeightSyncClient
-            from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
+            from vllm.distributed.weight_transfer import (HTTPVLLMWeightSyncClient, ModuleSource,
+                                                          WeightTransferTrainerFactory)
             from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
         except ImportError as e:
-            raise ImportError("policy.weight_sync=nccl needs vLLM's weight transfer API (vllm>=0.33, "
-                              "pip install 'rlvr-gym[vllm]') on the trainer") from e
-        self._client_cls, self._factory, self._info_cls = HTTPVLLMWeightSyncClient, WeightTransferTrainerFactory, NCCLTrainerInitInfo
-        self.urls = [u.rstrip("/").removesuffix("/v1") for u in base_urls]
-        self.master_address, self.master_port, self.world_size, self.timeout = master_address, master_port, world_size, timeout
-        self._engines: list[Any] = []
+            raise ImportError("policy.weight_sync=nccl needs vLLM's weight transfer API "
+                              "(vllm.distributed.weight_transfer: pip install 'rlvr-gym[vllm]') on the trainer") from e
+        host, _, port = master.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"policy.nccl_master={master!r}: give HOST:PORT, the address vLLM's workers reach this "
+                             f"trainer at (replica i uses PORT + i), e.g. policy.nccl_master=10.0.0.5:29600")
+        self._client_cls, self._source_cls, self._factory, self._info_cls = (HTTPVLLMWeightSyncClient, ModuleSource,
+                                                                             WeightTransferTrainerFactory, NCCLTrainerInitInfo)
+        self.post, self.get = post, get
+        self.urls = [u.rstrip("/").removesuffix("/v1") for u in urls]
+        self.host, self.port, self.timeout = host, int(port), timeout
+        self._engines: dict[int, Any] = {}
+
+    def served(self, i: int) -> dict[str, Any]:
+        """Replica i's version (``/weight_info``; vLLM's own label until the first push: None) and no checksum:
+        vLLM's routes expose none cheaply, so `ServerEngine.attach` pushes to every replica at the start."""
+        got = (self.get(i, "/weight_info") or {}).get("weight_version")
+        return {"version": int(got) if str(got).isdigit() else None, "checksum": None}
+
+    def _engine(self, i: int, model: Any) -> Any:
+        if i not in self._engines:  # once per replica: an NCCL group of the trainer (rank 0) and its workers
+            workers = int((self.get(i, "/get_world_size") or {}).get("world_size", 0))
+            if workers < 1:
+                raise WeightSyncError(f"{self.urls[i]}: /get_world_size answered no world size; is it vllm serve with "
+                                      f"--weight-transfer-config '{{\"backend\": \"nccl\"}}' and VLLM_SERVER_DEV_MODE=1?")
+            info = self._info_cls(master_address=self.host, master_port=self.port + i, world_size=workers + 1, rank=0)
+            self._engines[i] = _bounded(lambda: self._factory.trainer_init(
+                init_info=info, client=self._client_cls(self.urls[i], self.timeout), source=self._source_cls(model)),
+                self.timeout, f"joining the NCCL group of {self.urls[i]} at {self.host}:{self.port + i}")
+        return self._engines[i]
 
     def push(self, model: Any, version: int, replicas: Sequence[int]) -> str:
         if lora.enabled(model):
             raise PolicyError("policy.weight_sync=nccl sends the module's own parameters, and a LoRA model's are "
                               "split into base and adapter; use policy.weight_sync=filesystem (merged weights) "
                               "with lora.r > 0")
-        import requests
-        from vllm.distributed.weight_transfer.base import ModuleSource
-
-        if not self._engines:  # once: one NCCL group per replica (trainer rank 0 + that replica's workers)
-            for i in replicas:
-                info = self._info_cls(master_address=self.master_address, master_port=self.master_port + i,
-                                      world_size=self.world_size)
-                self._engines.append(self._factory.trainer_init(info, client=self._client_cls(self.urls[i], self.timeout),
-                                                                source=ModuleSource(model)))
-        for i, eng in zip(replicas, self._engines):
-            requests.post(f"{self.urls[i]}/pause", timeout=self.timeout).raise_for_status()
+        for i in replicas:
+            eng = self._engine(i, model)
+            self.post(i, "/pause", {})
             try:
                 _bounded(eng.send_weights, self.timeout, f"the NCCL transfer of version {version} to {self.urls[i]}")
-                requests.post(f"{self.urls[i]}/update_weight_version", json={"new_version": str(version)},
-                              timeout=self.timeout).raise_for_status()
-            finally:
-                requests.post(f"{self.urls[i]}/resume", timeout=self.timeout).raise_for_status()
-            got = requests.get(f"{self.urls[i]}/weight_info", timeout=self.timeout).json().get("weight_version")
-            if str(got) != str(version):
+            except Exception as e:  # noqa: BLE001 - re-raised as what it means for the replica (Ctrl-C passes)
+                raise WeightSyncError(f"{self.urls[i]}: the transfer of version {version} failed ({e}); the replica "
+                                      f"holds partly transferred weights and stays paused: restart it (the run "
+                                      f"pushes its weights to it on resume)") from None
+            self.post(i, "/update_weight_version", {"new_version": str(version)})
+            self.post(i, "/resume", {})
+            got = self.served(i)["version"]
+            if got != version:
                 raise WeightSyncError(f"{self.urls[i]} reports weight version {got!r} after the update to {version}")
         return weights_checksum(model)
 

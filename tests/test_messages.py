@@ -292,6 +292,7 @@ NOT_KEYS = {
     "key": "the form itself: key=value",
     "--nproc_per_node": "torchrun's flag, in the torchrun command to run",
     "--worker-extension-cls": "vllm serve's flag, in the vllm serve command to start (policy.weight_sync=vllm)",
+    "--weight-transfer-config": "vllm serve's flag, in the vllm serve command to start (policy.weight_sync=nccl)",
     "--no-deps": "pip's flag, in the pip command to run",
     "--force-reinstall": "pip's flag, in the pip command to run",
     "--variant": "debootstrap's flag, in the command python -m sandbox image build runs and prints",
