@@ -663,7 +663,7 @@ def serve(argv: list[str] | None = None) -> None:
     httpd = ThreadingHTTPServer((scfg.host, scfg.port), make_handler(server))
     httpd.daemon_threads = True
     host, port = httpd.server_address[:2]
-    print(f"serving {server.name} at http://{host}:{port}/v1 (weights version 0, checksum {server.checksum[:12]}, "
+    print(f"serving {server.name} at http://{host}:{port}/v1 (weights version 0, checksum {server.checksum[:server.checksum.find(':') + 13]}, "
           f"context {server.context}, {'API key required' if scfg.api_key else 'no API key'})", flush=True)
     try:
         httpd.serve_forever()
