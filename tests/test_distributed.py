@@ -81,6 +81,7 @@ def test_micro_batches_update_like_the_unsplit_step(updates, algo, mode):
 @pytest.mark.parametrize("algo", ["kto", "kto/micro", "grpo/minibatches", "grpo/minibatches/micro", "ppo", "ppo/micro",
                                   "rs", "rs/micro", "idpo", "idpo/micro"])
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+@pytest.mark.faults
 def test_kto_and_minibatches_update_like_one_process(updates, algo, mode):
     """Issue 26 #10: KTO's z (mismatched pairs of the whole minibatch), GRPO with minibatches > 1 and PPO's
     shuffled minibatches (the minibatches of one process, whatever the rank count); KTO with an uneven minibatch (5 examples: 3 and 2)
@@ -137,6 +138,7 @@ def rank1_pid(torchrun_pid):
     return None
 
 
+@pytest.mark.faults
 def test_grpo_under_torchrun_one_folder_a_dead_rank_stops_all_and_resume_matches(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     p = run(TORCHRUN + ["-m", "algos.grpo", *GRPO, f"out={full}"], tmp_path)
@@ -351,6 +353,7 @@ MAIN_ONLY = os.path.join(ROOT, "tests", "dist_main_only_worker.py")
 
 
 @pytest.mark.faults
+@pytest.mark.faults
 def test_rank0_only_work_is_waited_for_explicitly_and_bounded(tmp_path):
     """The other ranks say what they wait for (they sat silent in a collective, bounded only by dist_timeout),
     stop with one line each when rank 0 overruns the bound or fails, and go on when it finishes."""
@@ -366,6 +369,7 @@ def test_rank0_only_work_is_waited_for_explicitly_and_bounded(tmp_path):
     assert p.returncode != 0 and "error: rank 0's failing job failed (ValueError: the suite broke)" in p.stderr
 
 
+@pytest.mark.faults
 @pytest.mark.faults
 def test_the_alignment_tax_suite_under_torchrun_is_waited_for_on_every_rank(tmp_path):
     out = tmp_path / "r"
