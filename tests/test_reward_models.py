@@ -318,3 +318,54 @@ def test_rejection_sampling_distils_from_a_teacher(tmp_path):
     assert acc["train/accuracy"] > 0 and acc["rs/accepted"] > 0 and s["heldout_accuracy_before"] == 0.0
     accepted = [json.loads(line) for line in open(out / "accepted.jsonl")]
     assert accepted and all(r["reward"] >= 1.0 for r in accepted)
+
+
+# ---------------------------------------------------------------------- 5. over-optimisation, measured
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def _overopt():
+    sys.path.insert(0, BENCH)
+    try:
+        import rm_overoptimisation
+    finally:
+        sys.path.remove(BENCH)
+    return rm_overoptimisation
+
+
+def test_overoptimisation_point_is_where_the_true_score_turns_down_while_the_proxy_rises():
+    a = _overopt().analyse
+    rows = [{"step": 0, "eval/accuracy": 0.30, "eval/mean_reward": 0.40}]
+    true = [0.3, 0.4, 0.5, 0.55, 0.5, 0.45, 0.4, 0.35]  # peaks at step 4, then falls
+    for i, t in enumerate(true, 1):
+        rows.append({"step": i, "reward/rm": 0.4 + 0.05 * i, "train/accuracy": t, "loss/kl": 0.01 * i})
+        if i % 2 == 0:
+            rows.append({"step": i, "eval/accuracy": t, "eval/mean_reward": 0.4 + 0.05 * i})
+    got = a(rows)
+    assert got["true_from"] == "greedy held-out" and got["peak"] == pytest.approx({"step": 4, "true": 0.55, "proxy": 0.6})
+    assert got["end"]["step"] == 8 and got["overoptimised"]
+    assert got["series"]["kl"] == pytest.approx([0.01 * i for i in range(1, 9)]) and got["eval"]["kl"][0] == 0.0
+    # a run whose true score keeps rising is not over-optimised; so is one whose proxy fell with it
+    assert not a([r if "eval/accuracy" not in r else {**r, "eval/accuracy": 0.1 * r["step"]} for r in rows])["overoptimised"]
+    assert not a([r if "eval/accuracy" not in r else {**r, "eval/mean_reward": 1 - 0.05 * r["step"]}
+                  for r in rows])["overoptimised"]
+    with pytest.raises(SystemExit, match="env=rm"):
+        a([{"step": 1, "reward/mean": 0.5}])
+
+
+def test_overoptimisation_bench_runs_pairs_reward_model_and_grpo_end_to_end(tmp_path, capsys):
+    """bench/rm_overoptimisation.py on the tiny model, minimal sizes: pairs from the policy, a reward model, GRPO
+    against it with the verifier watching; the JSON, the plot and the printed table."""
+    out = tmp_path / "o"
+    a = _overopt().main(["--pair-tasks", "48", "--samples", "4", "--max-new-tokens", "32", "--steps", "2", "--prompts", "2",
+                         "--eval-every", "1", "--heldout", "4", "--out", str(out), "--rm", "lr=1e-3"])
+    saved = json.load(open(out / "overoptimisation.json"))
+    assert saved["pairs"] == sum(1 for _ in open(out / "pairs.jsonl")) > 0
+    kl = saved["series"]["kl"]  # beta > 0: the KL to the start is logged (0 while the policy is the start)
+    assert len(saved["series"]["step"]) == 2 and not any(math.isnan(k) for k in kl) and min(kl) >= 0
+    assert saved["eval"]["step"] == [0, 1, 2] and saved["true_from"] == "greedy held-out"
+    assert 0 <= saved["rm_heldout_pair_accuracy"] <= 1 and saved["peak"] == a["peak"]
+    assert (out / "overoptimisation.png").stat().st_size > 10_000 and (out / "rm" / "config.json").exists()
+    printed = capsys.readouterr().out
+    assert "reward model: held-out pair accuracy" in printed and "over-optimised" in printed
