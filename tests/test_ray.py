@@ -92,3 +92,26 @@ def test_grpo_with_ray_reward_workers(tmp_path):
     local = grpo.main(["env=math", "steps=2", "prompts_per_step=4", "group_size=4", "max_new_tokens=48",
                        "heldout_size=8", f"out={tmp_path / 'l'}"])
     assert summary["heldout_accuracy_after"] == local["heldout_accuracy_after"]  # same rewards, same run
+
+
+def test_a_reward_model_scores_in_the_actors_as_in_this_process(tmp_path):
+    """env=rm in Ray actors (issue 25 #2: scoring where the policy's process has no room): each actor loads the
+    reward model itself; proxy and true parts equal the in-process scores."""
+    from algos import reward_model
+    from tests.test_reward_models import _pairs
+
+    reward_model.main([f"data={_pairs(tmp_path / 'pairs.jsonl', n=40)}", f"out={tmp_path / 'rm'}", "lr=1e-3", "steps=4"])
+    kwargs = {"model": str(tmp_path / "rm"), "tasks_from": "math"}
+    base = envs.make("rm", **kwargs).unwrapped
+    tasks = base.tasks(6, "train")
+    completions = [base.gold_completion(t) for t in tasks] + ["<answer>0</answer>", "I do not know"] * 3
+    tasks = tasks + tasks
+    local = base.score_batch(completions, tasks)
+    scorer = RayScorer("rm", kwargs, actors=2, chunk_size=4)
+    try:
+        remote = scorer.score_batch(completions, tasks)
+    finally:
+        scorer.close()
+    assert [r.parts["rm"] for r in remote] == pytest.approx([r.parts["rm"] for r in local], abs=1e-6)
+    assert [r.parts["correct"] for r in remote] == [r.parts["correct"] for r in local] == [1.0] * 6 + [0.0] * 6
+    assert len({round(r.parts["rm"], 6) for r in local}) > 1  # the model scores, not a constant
