@@ -288,9 +288,16 @@ class NCCLSync:
                 raise WeightSyncError(f"{self.urls[i]}: /get_world_size answered no world size; is it vllm serve with "
                                       f"--weight-transfer-config '{{\"backend\": \"nccl\"}}' and VLLM_SERVER_DEV_MODE=1?")
             info = self._info_cls(master_address=self.host, master_port=self.port + i, world_size=workers + 1, rank=0)
-            self._engines[i] = _bounded(lambda: self._factory.trainer_init(
-                init_info=info, client=self._client_cls(self.urls[i], self.timeout), source=self._source_cls(model)),
-                self.timeout, f"joining the NCCL group of {self.urls[i]} at {self.host}:{self.port + i}")
+            what = f"joining the NCCL group of {self.urls[i]} at {self.host}:{self.port + i}"
+            try:
+                self._engines[i] = _bounded(lambda: self._factory.trainer_init(
+                    init_info=info, client=self._client_cls(self.urls[i], self.timeout), source=self._source_cls(model)),
+                    self.timeout, what)
+            except WeightSyncError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a failed rendezvous is a sync that cannot happen: save and stop
+                raise WeightSyncError(f"{what} failed ({type(e).__name__}: {e}); is policy.nccl_master an address "
+                                      f"the servers can reach?") from None
         return self._engines[i]
 
     def push(self, model: Any, version: int, replicas: Sequence[int]) -> str:

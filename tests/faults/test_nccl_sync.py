@@ -132,6 +132,22 @@ def test_a_failed_transfer_leaves_the_replica_paused_and_says_why(vllm_stub, fau
     assert replicas[0].paused and replicas[0].calls == ["/get_world_size", "/pause"] and replicas[0].version is None
 
 
+def test_a_rendezvous_that_fails_is_a_weight_sync_error(vllm_stub, monkeypatch):
+    from policies.weight_sync import WeightSyncError
+
+    def refuse(**kw):
+        raise ConnectionRefusedError("connection refused")
+
+    monkeypatch.setattr(sys.modules["vllm.distributed.weight_transfer"].WeightTransferTrainerFactory, "trainer_init",
+                        staticmethod(refuse))
+    model, _ = load_model(PolicyConfig(model="tiny"))
+    replicas = [Replica()]
+    with pytest.raises(WeightSyncError, match=r"joining the NCCL group of http://r0:8000 at 10.0.0.5:29600 failed "
+                                              r"\(ConnectionRefusedError: connection refused\)"):
+        sync_for(replicas).push(model, 1, [0])
+    assert not replicas[0].paused  # nothing was paused: the replica keeps serving what it served
+
+
 def test_bad_settings_are_one_line_each(vllm_stub):
     from policies.server_client import ServerEngine
 
