@@ -108,6 +108,28 @@ class Setup:
     synced: int = 0  # the engine has the weights of this many optimizer steps (dist.World.updates)
 
 
+def lost_update_share(model: Any, lr: float) -> float:
+    """Share of the trainable weights that an update of size ``lr`` leaves unchanged once the result is
+    rounded back to their dtype (0 for float32 at any sensible lr; most of a bfloat16 model at RL's rates)."""
+    lost = total = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+                lost += int(((p.float() + lr).to(p.dtype) == p).sum())
+                total += p.numel()
+    return lost / total if total else 0.0
+
+
+def warn_low_precision(model: Any, lr: float, dtype: str) -> None:
+    """Training a bfloat16/float16 model keeps no float32 copy of the weights: say so when most updates of the
+    configured size would be rounded away (measured on the model's own weights)."""
+    share = lost_update_share(model, lr)
+    if share > 0.5:
+        say(f"warning: policy.dtype={dtype} trains {dtype} weights with no float32 copy: an update of lr={lr:g} "
+            f"leaves {share:.1%} of the trainable weights unchanged after rounding; train with policy.dtype=float32 "
+            f"({dtype} is for generation and evaluation)")
+
+
 def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     """Parse the config (or reload it from ``resume=``), build env, policy and run folder,
     and restore the last checkpoint when resuming."""
@@ -158,6 +180,8 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
         from policies.hf import enable_activation_checkpointing
 
         enable_activation_checkpointing(setup.model)  # copies (critic, reference, fsdp shards) inherit it
+    if w.is_main and getattr(cfg, "lr", None):
+        warn_low_precision(setup.model, cfg.lr, cfg.policy.dtype)
     setup.model = dist.prepare(setup.model, w)  # the engine keeps the unsharded model
     if hasattr(setup.engine, "attach"):  # generation servers: they must serve the weights we start from
         if w.distributed:
