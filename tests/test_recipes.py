@@ -53,3 +53,20 @@ def test_smollm2_rl_measures_the_rl_stage_as_the_issue_asks():
     assert rl_stage["args"]["env"] == sft_stage["args"]["env"] == "math"
     assert rl_stage["args"]["env.difficulty"] == sft_stage["args"]["env.difficulty"]
     assert rl_stage["args"]["heldout_size"] >= 200
+
+
+def test_smollm2_mix_is_smollm2_rl_with_ifeval_mixed_in():
+    """The mixture recipe changes only what the mixture needs: IFEval in both stages, the same math task,
+    GRPO hyperparameters and held-out size as the math-only recipe, so its math figure compares with it."""
+    with open(os.path.join(ROOT, "recipes", "smollm2-rl.yaml")) as f:
+        rl = [st["args"] for st in yaml.safe_load(f)["stages"]]
+    with open(os.path.join(ROOT, "recipes", "smollm2-mix.yaml")) as f:
+        mix = [st["args"] for st in yaml.safe_load(f)["stages"]]
+    for r, m in zip(rl, mix):
+        assert m["env"] == ["math", "ifeval"] and len(m["env.weights"]) == 2
+        assert m["env.math.difficulty"] == r["env.difficulty"]
+        assert m["env.ifeval.path"]  # the IFEval prompts: its held-out split, and what the training split avoids
+        for k in ("lr", "temperature", "group_size", "steps", "heldout_size"):
+            if k in r and not (k == "steps" and "demo_slip_rate" in r):  # the SFT stage sees more (longer) rows
+                assert m[k] == r[k], k
+    assert mix[1]["prompts_per_step"] * mix[1]["env.weights"][0] / sum(mix[1]["env.weights"]) == rl[1]["prompts_per_step"]
