@@ -15,7 +15,6 @@ unchanged weights gives the same 0%.
 
 import math
 
-
 from algos import grpo
 
 N = 100  # held-out tasks, greedy, the same before and after
