@@ -283,8 +283,14 @@ def test_the_trainers_client_samples_aborted_rows_again(server):
     time.sleep(0.3)
     batches = server.health()["batches"]
     post(server.root + "/pause", {"timeout": 30, "mode": "abort"})
-    assert wait_for(lambda: server.health()["rows_in_flight"] in (0, 32) and server.health()["batches"] == batches, 10)
-    time.sleep(0.5)
+
+    def aborted_and_held() -> bool:  # the aborted batch has ended and the paused server starts nothing new;
+        steps = server.health()["decode_steps"]  # the client's resubmission (the rows that were cut short,
+        time.sleep(0.5)  # 1 to 32 of them: some may have ended on their own first) waits in the queue
+        h = server.health()
+        return h["decode_steps"] == steps and h["batches"] == batches and h["rows_in_flight"] <= 32
+
+    assert wait_for(aborted_and_held, 20)
     post(server.root + "/resume", {})
     th.join(timeout=120)
     rollouts = out["ro"][0]
