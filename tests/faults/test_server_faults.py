@@ -284,9 +284,11 @@ def test_the_trainers_client_samples_aborted_rows_again(server):
     batches = server.health()["batches"]
     post(server.root + "/pause", {"timeout": 30, "mode": "abort"})
 
-    def aborted_and_held() -> bool:  # the aborted batch has ended and the paused server starts nothing new;
-        steps = server.health()["decode_steps"]  # the client's resubmission (the rows that were cut short,
-        time.sleep(0.5)  # 1 to 32 of them: some may have ended on their own first) waits in the queue
+    # the aborted batch has ended and the paused server starts nothing new; the client's resubmission (the
+    # rows that were cut short, 1 to 32 of them: some may have ended on their own first) waits in the queue
+    def aborted_and_held() -> bool:
+        steps = server.health()["decode_steps"]
+        time.sleep(0.5)
         h = server.health()
         return h["decode_steps"] == steps and h["batches"] == batches and h["rows_in_flight"] <= 32
 
