@@ -343,6 +343,8 @@ def finish(s: Setup, step: int, optimizer: Any, state: dict[str, Any], acc_befor
     run.write_summary(summary)
     run.plot(plot, title)
     run.close()
+    if hasattr(s.engine, "close"):  # a server engine: its connections, and its temporary weights folder
+        s.engine.close()
     if not s.world.is_main:
         return summary
     if ev is not None:

@@ -115,6 +115,11 @@ class ServerEngine(PooledClients):
         except openai.APIStatusError as e:
             raise RuntimeError(f"{url} answered {e.status_code}: {e.message}") from None
 
+    def close(self) -> None:
+        super().close()
+        if hasattr(getattr(self, "sync", None), "close"):
+            self.sync.close()
+
     def served(self) -> list[dict[str, Any]]:
         """Each replica's ``{version, checksum}`` (``vllm serve``: its workers', through /collective_rpc)."""
         if getattr(self.sync, "name", "") in ("vllm", "nccl"):

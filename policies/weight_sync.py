@@ -132,12 +132,16 @@ def swap(model: Any, staged: dict[str, Any]) -> None:
 
 class FilesystemSync:
     """safetensors into ``folder`` (``v{version}.safetensors``, written atomically; the previous
-    version is removed once every server has the new one), then each server loads it."""
+    version is removed once every server has the new one), then each server loads it. With no
+    ``folder`` (``policy.sync_dir`` unset) the files go to a temporary folder of this sync's own, removed
+    with its last file on ``close()``, when the sync is collected, or at exit (a model-sized file per run
+    would otherwise stay in /tmp); a folder the user names is left where it is."""
 
     name = "filesystem"
 
     def __init__(self, folder: str | None, post: Any):
-        self.folder = folder or tempfile.mkdtemp(prefix="rlvr-weights-")
+        self._own = None if folder else tempfile.TemporaryDirectory(prefix="rlvr-weights-")
+        self.folder = folder or self._own.name
         os.makedirs(self.folder, exist_ok=True)
         self.post = post  # post(replica_index, path, body) -> dict, from the engine (timeouts, retries)
         self._last: str | None = None
@@ -165,6 +169,11 @@ class FilesystemSync:
         if self._last and self._last != path and os.path.exists(self._last):
             os.remove(self._last)
         self._last = path
+
+    def close(self) -> None:
+        """The temporary folder (and the last weights in it) goes; every server has loaded them by now."""
+        if self._own is not None:
+            self._own.cleanup()
 
     def push(self, model: Any, version: int, replicas: Sequence[int]) -> str:
         path, want, _ = self.write(model, version)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -129,17 +130,23 @@ GRPO = ["env=math", "steps=4", "prompts_per_step=8", "group_size=4", "max_new_to
         "temperature=1.0", "lr=2e-4", "warmup_steps=1", "save_every=1"]
 
 
-def test_grpo_against_a_server_syncs_weights_every_step_and_learns_alike(tmp_path):
+def test_grpo_against_a_server_syncs_weights_every_step_and_learns_alike(tmp_path, monkeypatch):
+    import tempfile
+
     from algos import grpo
     from policies import PolicyConfig, load_model
     from policies.weight_sync import weights_checksum
 
     s = ServerProc("policy.model=tiny-sft")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the unnamed sync folder goes
     try:
         served = grpo.main(GRPO + ["policy.engine=server", f"policy.base_url={s.url}", f"out={tmp_path / 's'}"])
         w = requests.get(s.root + "/weights", timeout=10).json()
     finally:
         s.stop()
+    assert not list(scratch.glob("rlvr-weights-*"))  # the run's temporary weights folder went with it
     local = grpo.main(GRPO + [f"out={tmp_path / 'l'}"])
     assert w["version"] == 4  # one push per step
     final, _ = load_model(PolicyConfig(model=str(tmp_path / "s" / "checkpoints" / "step-4")))
@@ -201,6 +208,31 @@ def test_weight_sync_refuses_a_server_that_did_not_load_the_weights(tmp_path):
 
     with pytest.raises(WeightSyncError, match="version 0"):
         FilesystemSync(str(tmp_path), stale_server).push(model, 1, [0])
+
+
+def test_the_sync_keeps_one_weights_file_and_removes_its_own_folder_on_close(tmp_path, monkeypatch):
+    import tempfile
+
+    from policies import PolicyConfig, load_model
+    from policies.weight_sync import FilesystemSync, weights_checksum
+
+    model, _ = load_model(PolicyConfig(model="tiny-sft"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def server(i, path, body):
+        return {"version": body["version"], "checksum": weights_checksum(model)} if path == "/weights/load" else {}
+
+    own = FilesystemSync(None, server)
+    own.push(model, 1, [0])
+    own.push(model, 2, [0])
+    assert [p.name for p in Path(own.folder).iterdir()] == ["v2.safetensors"]  # the previous version went
+    assert Path(own.folder).parent == tmp_path
+    own.close()
+    assert not Path(own.folder).exists()  # no model-sized file left behind in /tmp
+    named = FilesystemSync(str(tmp_path / "mine"), server)
+    named.push(model, 1, [0])
+    named.close()
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["v1.safetensors"]  # the user's folder stays
 
 
 def test_one_step_off_policy_grpo_overlaps_and_stays_within_one_step(tmp_path):
