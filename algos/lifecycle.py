@@ -20,7 +20,7 @@ from algos.config import AT_LEAST_1, POLICY_RANGES, POSITIVE, Range
 from algos import dist, mixture
 from algos.cli import say
 from algos.heldout import heldout_eval
-from algos.runs import Run, default_run_dir, load_trainer_state, seed_everything, set_rng_state
+from algos.runs import Run, default_run_dir, load_trainer_state, restore_rng, seed_everything
 from algos.steps import sync_engine
 from policies import PolicyConfig, load
 from policies.hf import return_freed_memory
@@ -191,8 +191,11 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
     if ckpt:
         st = load_trainer_state(ckpt)
         setup.step, setup.state, setup.optimizer_state = st["step"], st["state"], st["optimizer"]
-        per_rank = st.get("rng_per_rank")
-        set_rng_state(per_rank[w.rank] if per_rank and w.rank < len(per_rank) else st["rng"])
+        restore_rng(st, w.rank, cfg.seed)
+        if w.distributed and len(st.get("rng_per_rank") or []) < w.size:  # rank 0 saved alone (an interrupt)
+            say(f"{ckpt} holds the random state of {len(st.get('rng_per_rank') or []) or 1} rank(s) of {w.size} (rank 0 "
+                f"saves alone on an interrupt): the others are seeded from the seed, their rank and the step, so the "
+                f"samples from here differ from an uninterrupted run's")
         if "steps" in changed and cfg.steps and cfg.steps < setup.step:
             raise cfglib.ConfigError(f"steps={cfg.steps}: the run in {cfg.resume} is already at step {setup.step}; "
                                      f"resume with steps={setup.step} or more")

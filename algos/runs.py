@@ -345,6 +345,23 @@ def set_rng_state(s: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+def restore_rng(st: dict[str, Any], rank: int, seed: int) -> bool:
+    """Set this rank's RNG from a checkpoint's trainer state: its own saved state (``rng_per_rank``), else,
+    on rank 0 or in a world of one, the saved ``rng``. A checkpoint written by rank 0 alone (an interrupt
+    under data parallel: it cannot reach the others) has no state for the other ranks: each is seeded from
+    the run's seed, its rank and the step, so the ranks keep drawing different numbers (giving every rank
+    rank 0's state would make them sample the same completions). Returns whether the exact state was restored."""
+    per_rank = st.get("rng_per_rank")
+    if per_rank and rank < len(per_rank):
+        set_rng_state(per_rank[rank])
+        return True
+    if rank == 0:
+        set_rng_state(st["rng"])
+        return True
+    seed_everything(seed + 1_000_003 * rank + 7_919 * (int(st.get("step", 0)) + 1))
+    return False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

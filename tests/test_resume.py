@@ -194,6 +194,39 @@ def test_one_process_checkpoint_keeps_its_rank_rng(tmp_path):
     assert torch.equal(st["rng_per_rank"][0]["torch"], want["torch"])
 
 
+def test_a_checkpoint_of_rank_0_alone_seeds_the_other_ranks_apart():
+    """An interrupt under data parallel saves rank 0's RNG only: on resume rank 0 gets it back exactly and
+    the others are seeded from the seed, rank and step (before, every rank took rank 0's state and the
+    ranks sampled the same completions)."""
+    import random
+
+    import torch
+
+    from algos.runs import restore_rng, rng_state, seed_everything
+
+    seed_everything(5)
+    s0 = rng_state()
+    want0 = (torch.rand(4), random.random())
+    solo = {"step": 3, "rng": s0, "rng_per_rank": None}  # what rank 0 writes alone on an interrupt
+
+    def draw(st, rank):
+        exact = restore_rng(st, rank, seed=5)
+        return exact, (torch.rand(4), random.random())
+
+    exact, got0 = draw(solo, 0)
+    assert exact and torch.equal(got0[0], want0[0]) and got0[1] == want0[1]
+    exact, got1 = draw(solo, 1)
+    assert not exact and not torch.equal(got1[0], got0[0]) and got1[1] != got0[1]
+    assert torch.equal(draw(solo, 1)[1][0], got1[0])  # deterministic: the same resume draws the same
+    assert not torch.equal(draw(solo, 2)[1][0], got1[0])
+    assert not torch.equal(draw({**solo, "step": 4}, 1)[1][0], got1[0])
+    seed_everything(6)
+    s1 = rng_state()
+    want1 = torch.rand(4)
+    exact, got = draw({"step": 3, "rng": s0, "rng_per_rank": [s0, s1]}, 1)  # a collective save: each rank's own
+    assert exact and torch.equal(got[0], want1)
+
+
 def test_grpo_resumed_with_beta_keeps_the_starting_model_as_reference(tmp_path, monkeypatch):
     """The KL reference of a resumed run is the run's starting model (tiny-sft here), not the checkpoint."""
     from policies import PolicyConfig, load_model
