@@ -192,8 +192,9 @@ def start(cfg_cls: type, argv: list[str] | None, algo: str) -> Setup:
         st = load_trainer_state(ckpt)
         setup.step, setup.state, setup.optimizer_state = st["step"], st["state"], st["optimizer"]
         restore_rng(st, w.rank, cfg.seed)
-        if w.distributed and len(st.get("rng_per_rank") or []) < w.size:  # rank 0 saved alone (an interrupt)
-            say(f"{ckpt} holds the random state of {len(st.get('rng_per_rank') or []) or 1} rank(s) of {w.size} (rank 0 "
+        saved = len(st.get("rng_per_rank") or []) or 1  # ranks whose random state the checkpoint holds
+        if w.distributed and saved < w.size:  # rank 0 saved alone (an interrupt)
+            say(f"{ckpt} holds the random state of {saved} rank(s) of {w.size} (rank 0 "
                 f"saves alone on an interrupt): the others are seeded from the seed, their rank and the step, so the "
                 f"samples from here differ from an uninterrupted run's")
         if "steps" in changed and cfg.steps and cfg.steps < setup.step:
